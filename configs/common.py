@@ -1,0 +1,138 @@
+"""The base config every experiment is a small diff on, and the `:tiny` variant.
+
+Numbers a paper prints are the defaults here, with the paper named. Sections: input, model,
+targets, loss, inference, optimizer, schedule, eval, checkpoint, mesh.
+"""
+
+from __future__ import annotations
+
+import os
+
+import ml_collections
+
+VARIANTS = ("", "tiny")
+
+
+def default_data_dir() -> str:
+    return os.environ.get("TFDS_DATA_DIR", os.path.join(os.path.expanduser("~"), "tensorflow_datasets"))
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.log_every_steps = 20
+
+    c.input = ml_collections.ConfigDict()
+    c.input.dataset = "synthetic_crowd/quickstart"  # TFDS name/config
+    c.input.data_dir = default_data_dir()
+    c.input.train_split = "train"
+    c.input.eval_split = "val"
+    c.input.image_size = (512, 1024)  # network input (H, W); images are resized to it
+    c.input.batch_size = 16  # global batch; focal loss paper 4.1: 16 images per minibatch
+    c.input.eval_batch_size = 8
+    c.input.max_boxes = 128  # padded pedestrians per image
+    c.input.max_ignore = 64  # padded ignore regions per image
+    c.input.overflow = "error"  # more boxes than max_boxes: 'error' or 'truncate' (counted)
+    c.input.random_flip = True  # the paper's only augmentation (4.1)
+    c.input.shuffle_buffer = 1024
+    c.input.mean_rgb = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+    c.input.std_rgb = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+    c.model = ml_collections.ConfigDict()
+    c.model.name = "retinanet"
+    c.model.backbone = "resnet50"
+    c.model.frozen_bn = False  # True with ImageNet weights; trained (global-batch) BN from scratch
+    c.model.fpn_channels = 256  # focal loss paper 4: C = 256
+    c.model.head_channels = 256
+    c.model.head_convs = 4  # four 3x3 convs per subnet
+    c.model.num_classes = 1
+    c.model.min_level = 3  # P3-P7
+    c.model.max_level = 7
+    c.model.anchor_size = 4.0  # areas 32^2..512^2 on P3..P7 (stride * 4)
+    c.model.num_scales = 3  # {2^0, 2^(1/3), 2^(2/3)}
+    c.model.aspect_ratios = (0.41,)  # width / height; CityPersons' pedestrian ratio
+    c.model.prior_prob = 0.01  # pi in section 3.3
+    c.model.dtype = "float32"  # 'bfloat16' for compute on TPU/GPU; params stay float32
+
+    c.targets = ml_collections.ConfigDict()
+    c.targets.positive_iou = 0.5  # section 4: IoU >= 0.5 positive
+    c.targets.negative_iou = 0.4  # < 0.4 negative, between ignored
+    c.targets.allow_low_quality = True
+    c.targets.ignore_ioa = 0.5  # anchors this much inside an ignore region are ignored
+    c.targets.box_weights = (1.0, 1.0, 1.0, 1.0)
+
+    c.loss = ml_collections.ConfigDict()
+    c.loss.focal_alpha = 0.25  # Table 1a/1b best: alpha = .25, gamma = 2
+    c.loss.focal_gamma = 2.0
+    c.loss.smooth_l1_beta = 0.11
+    c.loss.focal_weight = 1.0
+    c.loss.box_weight = 1.0
+
+    c.inference = ml_collections.ConfigDict()
+    c.inference.score_threshold = 0.05  # section 4.1
+    c.inference.pre_nms_topk = 1000  # per level
+    c.inference.nms_iou = 0.5
+    c.inference.max_detections = 100
+
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.name = "sgd"
+    c.optimizer.learning_rate = 0.01  # section 4.1
+    c.optimizer.momentum = 0.9
+    c.optimizer.weight_decay = 1e-4  # masked: not on biases or norm parameters
+    c.optimizer.grad_clip_norm = 0.0  # 0 disables
+
+    c.schedule = ml_collections.ConfigDict()
+    c.schedule.kind = "step"  # 'step' or 'cosine'
+    c.schedule.total_steps = 90_000
+    c.schedule.warmup_steps = 500
+    c.schedule.warmup_init_factor = 0.001
+    c.schedule.boundaries = (60_000, 80_000)  # lr / 10 at each
+    c.schedule.decay_factor = 0.1
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.every_steps = 10_000
+    c.eval.max_images = 0  # 0 = whole split
+    c.eval.num_images_to_draw = 4
+    c.eval.draw_score_threshold = 0.3
+
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.every_steps = 5_000
+    c.checkpoint.max_to_keep = 3
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.num_devices = 0  # 0 = every device of every process
+    return c
+
+
+def apply_variant(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
+    """`:tiny`: tiny model, tiny images, a handful of steps (what the tests run)."""
+    arg = arg or ""
+    if arg not in VARIANTS:
+        raise ValueError(f"Unknown config variant {arg!r}; valid: {[v for v in VARIANTS if v]}")
+    if arg == "tiny":
+        c.input.dataset = "synthetic_crowd/tiny"
+        c.input.image_size = (64, 128)
+        c.input.batch_size = 4
+        c.input.eval_batch_size = 4
+        c.input.max_boxes = 32
+        c.input.max_ignore = 16
+        c.input.overflow = "truncate"
+        c.input.shuffle_buffer = 16
+        c.model.backbone = "tiny"
+        c.model.fpn_channels = 16
+        c.model.head_channels = 16
+        c.model.head_convs = 1
+        c.model.num_scales = 1
+        c.model.max_level = 5
+        c.model.anchor_size = 3.0
+        c.inference.pre_nms_topk = 100
+        c.inference.max_detections = 20
+        c.optimizer.learning_rate = 0.01
+        c.schedule.total_steps = 4
+        c.schedule.warmup_steps = 1
+        c.schedule.boundaries = (3,)
+        c.eval.every_steps = 4
+        c.eval.num_images_to_draw = 2
+        c.checkpoint.every_steps = 2
+        c.log_every_steps = 1
+    return c

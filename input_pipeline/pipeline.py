@@ -1,0 +1,231 @@
+"""tf.data input pipelines: TFDS records -> fixed-shape, padded, per-process batches.
+
+Box formats: TFDS stores normalised `[ymin, xmin, ymax, xmax]`; this module converts once to
+`[x1, y1, x2, y2]` float32 pixels of the network input (`config.input.image_size`), which is the
+format everything downstream uses.
+
+Determinism and scale: every process reads the same globally shuffled stream of *raw* records
+(images still encoded) and keeps only its own slice of each global batch before decoding. So the
+global batch at step s is a function of (seed, global batch size, s) alone: the same on 1 device,
+N devices or N hosts, and a resumed run starts exactly where the interrupted one stopped (the
+epoch's shuffle is re-created from its seed and the records before the resume point are skipped
+undecoded). Random flips are stateless, seeded by the example's position in the stream.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from input_pipeline import datasets as dataset_registry
+
+PEDESTRIAN_LABEL = 1
+
+
+def images_to_float(image_uint8, mean_rgb, std_rgb):
+    """`[..., H, W, 3] uint8` -> normalised float32."""
+    x = tf.cast(image_uint8, tf.float32)
+    return (x - tf.constant(mean_rgb, tf.float32)) / tf.constant(std_rgb, tf.float32)
+
+
+def boxes_yxyx_normalized_to_xyxy(boxes, height, width):
+    """`[N, 4]` normalised yxyx -> `[N, 4]` float32 xyxy pixels of an image of (height, width)."""
+    boxes = tf.cast(boxes, tf.float32)
+    h = tf.cast(height, tf.float32)
+    w = tf.cast(width, tf.float32)
+    return tf.stack([boxes[:, 1] * w, boxes[:, 0] * h, boxes[:, 3] * w, boxes[:, 2] * h], axis=-1)
+
+
+def clip_and_filter_boxes(boxes, keep, height, width):
+    """Clips `[N,4]` xyxy to the image and drops zero-area boxes from `keep` (`[N] bool`).
+
+    Returns (clipped boxes, keep after dropping, number of zero-area boxes dropped).
+    """
+    w = tf.cast(width, tf.float32)
+    h = tf.cast(height, tf.float32)
+    clipped = tf.stack(
+        [
+            tf.clip_by_value(boxes[:, 0], 0.0, w),
+            tf.clip_by_value(boxes[:, 1], 0.0, h),
+            tf.clip_by_value(boxes[:, 2], 0.0, w),
+            tf.clip_by_value(boxes[:, 3], 0.0, h),
+        ],
+        axis=-1,
+    )
+    nonzero = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+    dropped = tf.reduce_sum(tf.cast(keep & ~nonzero, tf.int32))
+    return clipped, keep & nonzero, dropped
+
+
+def pad_boxes(boxes, keep, max_boxes):
+    """Gathers the kept rows of `[N,4]` to the front and pads/truncates to `max_boxes`.
+
+    Returns (`[max_boxes, 4]` boxes, `[max_boxes] bool` valid, number of kept boxes lost to the cap).
+    """
+    kept = tf.boolean_mask(boxes, keep)
+    n = tf.shape(kept)[0]
+    kept = kept[:max_boxes]
+    pad = max_boxes - tf.shape(kept)[0]
+    padded = tf.pad(kept, [[0, pad], [0, 0]])
+    valid = tf.range(max_boxes) < tf.minimum(n, max_boxes)
+    padded.set_shape([max_boxes, 4])
+    return padded, valid, tf.maximum(n - max_boxes, 0)
+
+
+def hflip_boxes(boxes, width):
+    """Mirror `[N,4]` xyxy boxes in an image of `width`."""
+    w = tf.cast(width, tf.float32)
+    return tf.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], axis=-1)
+
+
+def make_decode_fn(input_cfg, image_feature, train: bool, seed: int):
+    """Returns `decode(index, raw_example) -> dict` of fixed-shape tensors for one example."""
+    out_h, out_w = (int(s) for s in input_cfg.image_size)
+    max_boxes, max_ignore = int(input_cfg.max_boxes), int(input_cfg.max_ignore)
+    overflow = input_cfg.overflow
+    if overflow not in ("error", "truncate"):
+        raise ValueError(f"input.overflow must be 'error' or 'truncate', got {overflow!r}")
+
+    def decode(index, ex):
+        image = image_feature.decode_example(ex["image"])
+        image = tf.ensure_shape(image, [None, None, 3])
+        src_h = tf.shape(image)[0]
+        src_w = tf.shape(image)[1]
+        image = tf.image.resize(image, (out_h, out_w), method="bilinear", antialias=True)
+        objects = ex["objects"]
+        boxes = boxes_yxyx_normalized_to_xyxy(objects["bbox"], out_h, out_w)
+        is_ignore = tf.cast(objects["ignore"], tf.bool)
+        is_ped = tf.equal(tf.cast(objects["label"], tf.int64), PEDESTRIAN_LABEL) & ~is_ignore
+        if train and input_cfg.random_flip:
+            flip = tf.random.stateless_uniform([], seed=tf.stack([tf.cast(seed, tf.int64), index]))
+            flip = flip < 0.5
+            image = tf.cond(flip, lambda: image[:, ::-1, :], lambda: image)
+            boxes = tf.cond(flip, lambda: hflip_boxes(boxes, out_w), lambda: boxes)
+        boxes, is_ped, zero_ped = clip_and_filter_boxes(boxes, is_ped, out_h, out_w)
+        boxes, is_ignore, zero_ign = clip_and_filter_boxes(boxes, is_ignore, out_h, out_w)
+        gt_boxes, gt_valid, gt_lost = pad_boxes(boxes, is_ped, max_boxes)
+        ig_boxes, ig_valid, ig_lost = pad_boxes(boxes, is_ignore, max_ignore)
+        if overflow == "error":
+            tf.debugging.assert_equal(
+                gt_lost + ig_lost, 0,
+                message=(
+                    "More boxes than input.max_boxes / input.max_ignore in image "
+                    + "(see image/filename in the error); raise the caps or set "
+                    "input.overflow='truncate'"
+                ),
+                data=[ex["image/filename"], gt_lost, ig_lost],
+            )
+        return {
+            "image": images_to_float(image, input_cfg.mean_rgb, input_cfg.std_rgb),
+            "gt_boxes": gt_boxes,
+            "gt_valid": gt_valid,
+            "ignore_boxes": ig_boxes,
+            "ignore_valid": ig_valid,
+            "image_id": tf.cast(ex["image/id"], tf.int64),
+            # Factors back to the stored image's pixels (for evaluation in dataset coordinates).
+            "scale_xy": tf.stack(
+                [tf.cast(src_w, tf.float32) / out_w, tf.cast(src_h, tf.float32) / out_h]
+            ),
+            "num_boxes_lost": gt_lost + ig_lost,
+            "num_zero_area_dropped": zero_ped + zero_ign,
+            "example_valid": tf.constant(True),
+        }
+
+    return decode
+
+
+def _raw_split(builder, split: str) -> tf.data.Dataset:
+    return builder.as_dataset(
+        split=split, shuffle_files=False, decoders={"image": tfds.decode.SkipDecoding()}
+    )
+
+
+def _keep_process_slice(ds, global_batch, process_index, process_count):
+    """Keeps the examples of this process's slice of every global batch (on `(index, ex)`)."""
+    local = global_batch // process_count
+    return ds.filter(lambda i, ex: (i % global_batch) // local == process_index)
+
+
+def _options(ds):
+    opts = tf.data.Options()
+    opts.deterministic = True
+    opts.experimental_optimization.map_parallelization = True
+    return ds.with_options(opts)
+
+
+def check_batch_size(global_batch, process_count, device_count):
+    if global_batch % device_count:
+        raise ValueError(
+            f"input.batch_size={global_batch} must be divisible by the number of devices "
+            f"({device_count}); change --config.input.batch_size"
+        )
+    if global_batch % process_count:
+        raise ValueError(f"batch size {global_batch} not divisible by {process_count} processes")
+
+
+def train_dataset(builder, input_cfg, seed: int, start_step: int = 0, process_index: int = 0,
+                  process_count: int = 1) -> tf.data.Dataset:
+    """Infinite training batches of this process: dict of `[B_local, ...]` tensors."""
+    global_batch = int(input_cfg.batch_size)
+    split = input_cfg.train_split
+    n = builder.info.splits[split].num_examples
+    if n == 0:
+        raise ValueError(f"Split {split!r} of {builder.info.full_name} is empty")
+    raw = _raw_split(builder, split)
+    buffer = int(min(input_cfg.shuffle_buffer, n))
+    start = int(start_step) * global_batch
+    epoch0, offset = divmod(start, n)
+
+    def one_epoch(epoch):
+        return raw.shuffle(buffer, seed=seed * 100_003 + epoch, reshuffle_each_iteration=False)
+
+    ds = tf.data.Dataset.range(epoch0, 1 << 40).flat_map(one_epoch)
+    ds = ds.skip(offset)
+    ds = tf.data.Dataset.zip(tf.data.Dataset.range(start, 1 << 62), ds)
+    ds = _keep_process_slice(ds, global_batch, process_index, process_count)
+    decode = make_decode_fn(input_cfg, builder.info.features["image"], train=True, seed=seed)
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(global_batch // process_count, drop_remainder=True)
+    return _options(ds.prefetch(2))
+
+
+def eval_dataset(builder, input_cfg, split: str, max_images: int = 0, process_index: int = 0,
+                 process_count: int = 1) -> tuple[tf.data.Dataset, int]:
+    """One pass over `split`, padded with `example_valid=False` copies to whole global batches.
+
+    Returns (dataset of local batches, number of real images).
+    """
+    global_batch = int(input_cfg.eval_batch_size)
+    n = builder.info.splits[split].num_examples
+    if max_images:
+        n = min(n, int(max_images))
+    if n == 0:
+        raise ValueError(f"Split {split!r} of {builder.info.full_name} is empty")
+    decode = make_decode_fn(input_cfg, builder.info.features["image"], train=False, seed=0)
+    raw = _raw_split(builder, split).take(n)
+    ds = tf.data.Dataset.zip(tf.data.Dataset.range(n), raw)
+    num_pad = (-n) % global_batch
+    if num_pad:
+        pad = tf.data.Dataset.zip(tf.data.Dataset.range(n, n + num_pad), raw.take(1).repeat(num_pad))
+        ds = ds.concatenate(pad)
+    ds = _keep_process_slice(ds, global_batch, process_index, process_count)
+
+    def decode_and_mark(i, ex):
+        out = decode(i, ex)
+        out["example_valid"] = i < n
+        return out
+
+    ds = ds.map(decode_and_mark, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(global_batch // process_count, drop_remainder=True)
+    return _options(ds.prefetch(2)), n
+
+
+def as_numpy_iterator(ds: tf.data.Dataset) -> Iterator[dict]:
+    return iter(tfds.as_numpy(ds))
+
+
+def get_builder(dataset: str, data_dir: str):
+    """The prepared TFDS builder for `name/config`; builds the embedded synthetic data if needed."""
+    return dataset_registry.get_builder(dataset, data_dir)
