@@ -46,7 +46,14 @@ def init_distributed():
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    import jax
     import tensorflow as tf
+
+    # Re-runs and restarts skip XLA compilation (tens of seconds on CPU) via the persistent cache.
+    jax.config.update(
+        "jax_compilation_cache_dir",
+        os.environ.get("JAX_COMPILATION_CACHE_DIR", os.path.expanduser("~/.cache/crowdped_jax")),
+    )
 
     tf.config.set_visible_devices([], "GPU")
     init_distributed()

@@ -60,6 +60,8 @@ def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp creates owner-only files; results are meant to be read by others too.
+        os.chmod(tmp_path, 0o644)
         os.replace(tmp_path, path)
     except BaseException:
         try:

@@ -108,14 +108,14 @@ def make_decode_fn(input_cfg, image_feature, train: bool, seed: int):
         gt_boxes, gt_valid, gt_lost = pad_boxes(boxes, is_ped, max_boxes)
         ig_boxes, ig_valid, ig_lost = pad_boxes(boxes, is_ignore, max_ignore)
         if overflow == "error":
-            tf.debugging.assert_equal(
-                gt_lost + ig_lost, 0,
-                message=(
-                    "More boxes than input.max_boxes / input.max_ignore in image "
-                    + "(see image/filename in the error); raise the caps or set "
-                    "input.overflow='truncate'"
-                ),
-                data=[ex["image/filename"], gt_lost, ig_lost],
+            # Raised as tf.errors.InvalidArgumentError whose message carries the filename.
+            tf.debugging.Assert(
+                tf.equal(gt_lost + ig_lost, 0),
+                [
+                    "Image", ex["image/filename"], "has more boxes than input.max_boxes /",
+                    "input.max_ignore allow (boxes over the caps:", gt_lost, ig_lost,
+                    "); raise the caps or set input.overflow='truncate'",
+                ],
             )
         return {
             "image": images_to_float(image, input_cfg.mean_rgb, input_cfg.std_rgb),

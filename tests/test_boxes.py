@@ -56,6 +56,7 @@ def test_area_and_clip():
 
 
 def test_pairwise_hand_values():
+    pairwise_iou, pairwise_ioa = jax.jit(box_ops.pairwise_iou), jax.jit(box_ops.pairwise_ioa)
     a = jnp.array([[0.0, 0.0, 10.0, 10.0]])
     b = jnp.array(
         [
@@ -66,13 +67,11 @@ def test_pairwise_hand_values():
         ]
     )
     chex.assert_trees_all_close(
-        box_ops.pairwise_iou(a, b), jnp.array([[50 / 150, 1.0, 0.0, 50 / 9550]]), rtol=1e-6
+        pairwise_iou(a, b), jnp.array([[50 / 150, 1.0, 0.0, 50 / 9550]]), rtol=1e-6
     )
     # IoA divides by the FIRST argument's area: half the anchor is inside the big box.
-    chex.assert_trees_all_close(
-        box_ops.pairwise_ioa(a, b), jnp.array([[0.5, 1.0, 0.0, 0.5]]), rtol=1e-6
-    )
-    chex.assert_trees_all_close(box_ops.pairwise_ioa(b[3:], a), jnp.array([[50 / 9500]]), rtol=1e-6)
+    chex.assert_trees_all_close(pairwise_ioa(a, b), jnp.array([[0.5, 1.0, 0.0, 0.5]]), rtol=1e-6)
+    chex.assert_trees_all_close(pairwise_ioa(b[3:], a), jnp.array([[50 / 9500]]), rtol=1e-6)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -89,24 +88,28 @@ def test_pairwise_vs_brute_force(seed):
     np.testing.assert_allclose(ioa, _overlap_loop(a, b, "ioa"), atol=1e-6)
     assert iou[0, 0] == 0.0  # a[0] has zero width
     # Elementwise IoU is the diagonal of the pairwise one, and broadcasts.
-    elem = box_ops.iou(a[:9], b)
-    np.testing.assert_allclose(elem, np.diagonal(iou[:9]), atol=1e-6)
-    chex.assert_shape(box_ops.iou(a[:, None, :], b[None, :, :]), (13, 9))
-    np.testing.assert_allclose(box_ops.iou(a[:, None, :], b[None, :, :]), iou, atol=1e-6)
+    elementwise = jax.jit(box_ops.iou)
+    np.testing.assert_allclose(elementwise(a[:9], b), np.diagonal(iou[:9]), atol=1e-6)
+    broadcast = elementwise(a[:, None, :], b[None, :, :])
+    chex.assert_shape(broadcast, (13, 9))
+    np.testing.assert_allclose(broadcast, iou, atol=1e-6)
 
 
 def test_gradients_finite_on_degenerate_boxes():
     a = jnp.array([[0.0, 0.0, 0.0, 0.0], [3.0, 3.0, 3.0, 8.0], [0.0, 0.0, 4.0, 4.0]])
     b = jnp.array([[0.0, 0.0, 0.0, 0.0], [3.0, 3.0, 3.0, 8.0], [2.0, 2.0, 6.0, 6.0]])
-    for fn in (
-        lambda x, y: jnp.sum(box_ops.pairwise_iou(x, y)),
-        lambda x, y: jnp.sum(box_ops.pairwise_ioa(x, y)),
-        lambda x, y: jnp.sum(box_ops.iou(x, y)),
-    ):
-        value = fn(a, b)
-        ga, gb = jax.grad(fn, argnums=(0, 1))(a, b)
-        assert np.isfinite(value)
-        assert np.all(np.isfinite(ga)) and np.all(np.isfinite(gb))
+
+    def total(x, y):
+        # A NaN anywhere in a term's value or gradient survives the sum.
+        return (
+            jnp.sum(box_ops.pairwise_iou(x, y))
+            + jnp.sum(box_ops.pairwise_ioa(x, y))
+            + jnp.sum(box_ops.iou(x, y))
+        )
+
+    value, (ga, gb) = jax.jit(jax.value_and_grad(total, argnums=(0, 1)))(a, b)
+    chex.assert_shape([ga, gb], (3, 4))
+    assert np.isfinite(value)
+    assert np.all(np.isfinite(ga)) and np.all(np.isfinite(gb))
     # The non-degenerate pair still has a useful (non-zero) gradient.
-    g = jax.grad(lambda x: jnp.sum(box_ops.iou(x, b)))(a)
-    assert np.any(g[2] != 0)
+    assert np.any(ga[2] != 0)

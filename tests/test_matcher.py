@@ -9,6 +9,8 @@ import pytest
 from detectors.ops import matcher
 
 F = np.float32
+# Jitted once per configuration / shape; op-by-op dispatch would compile every primitive.
+assign = jax.jit(matcher.assign_targets, static_argnames=("allow_low_quality",))
 
 # Two ground truths side by side, a small one no anchor fits well, and a padded row whose
 # coordinates coincide exactly with anchor 2 (it must still never match).
@@ -38,7 +40,7 @@ IGNORE_VALID = np.array([True, False])
 
 
 def _assign(**kwargs):
-    return matcher.assign_targets(ANCHORS, GT, GT_VALID, IGNORE, IGNORE_VALID, **kwargs)
+    return assign(ANCHORS, GT, GT_VALID, IGNORE, IGNORE_VALID, **kwargs)
 
 
 def test_hand_made_case():
@@ -63,9 +65,19 @@ def test_without_low_quality_matches():
     np.testing.assert_array_equal(out["labels"][:7], [1, 1, 0, 1, 0, 1, -1])
 
 
+def test_thresholds_are_inclusive_as_in_the_paper():
+    # IoU >= 0.5 positive, IoU in [0.4, 0.5) ignored, < 0.4 negative.
+    gt = np.array([[0, 0, 10, 10]], F)
+    anchors = np.array([[0, 0, 10, 10], [0, 0, 10, 20], [0, 0, 10, 25], [0, 0, 10, 26]], F)
+    no_ignore = (np.zeros((1, 4), F), np.zeros(1, bool))
+    out = assign(anchors, gt, np.ones(1, bool), *no_ignore, allow_low_quality=False)
+    np.testing.assert_allclose(out["max_iou"], [1.0, 0.5, 0.4, 100 / 260], rtol=1e-6)
+    np.testing.assert_array_equal(out["labels"], [1, 1, -1, 0])
+
+
 def test_padded_gt_never_matches():
     # Validate the padded row: anchor 2 becomes a positive of gt 3. Padded, it must not.
-    out = matcher.assign_targets(ANCHORS, GT, np.ones(4, bool), IGNORE, IGNORE_VALID)
+    out = assign(ANCHORS, GT, np.ones(4, bool), IGNORE, IGNORE_VALID)
     assert out["labels"][2] == 1 and out["matched_gt_idx"][2] == 3
     out = _assign()
     assert out["labels"][2] == 0 and out["matched_gt_idx"][2] == -1
@@ -73,13 +85,13 @@ def test_padded_gt_never_matches():
     # Padded rows: changing their coordinates changes nothing.
     gt = GT.copy()
     gt[3] = [2, 0, 12, 10]
-    moved = matcher.assign_targets(ANCHORS, gt, GT_VALID, IGNORE, IGNORE_VALID)
+    moved = assign(ANCHORS, gt, GT_VALID, IGNORE, IGNORE_VALID)
     chex.assert_trees_all_equal(moved, out)
 
 
 def test_ignore_regions_never_override_positives():
     ignore = np.array([[0, 0, 30, 10]], F)  # covers anchors 0-5 completely
-    out = matcher.assign_targets(ANCHORS, GT, GT_VALID, ignore, np.array([True]))
+    out = assign(ANCHORS, GT, GT_VALID, ignore, np.array([True]))
     np.testing.assert_array_equal(out["labels"][:6], [1, 1, -1, 1, -1, 1])
     # ignore_ioa: anchor 11 (a third inside) is ignored with a lower threshold.
     out = _assign(ignore_ioa=0.3)
@@ -88,14 +100,14 @@ def test_ignore_regions_never_override_positives():
 
 def test_empty_ground_truth():
     no_gt = np.zeros(4, bool)
-    out = matcher.assign_targets(ANCHORS, GT, no_gt, IGNORE, IGNORE_VALID)
+    out = assign(ANCHORS, GT, no_gt, IGNORE, IGNORE_VALID)
     expected = np.zeros(14, np.int32)
     expected[[10, 12]] = -1  # only the ignore region ignores anything
     np.testing.assert_array_equal(out["labels"], expected)
     np.testing.assert_array_equal(out["matched_gt_idx"], -1)
     np.testing.assert_array_equal(out["max_iou"], 0.0)
     # Zero-size gt / ignore arrays (static shapes) work too.
-    out = matcher.assign_targets(
+    out = assign(
         ANCHORS, np.zeros((0, 4), F), np.zeros(0, bool), np.zeros((0, 4), F), np.zeros(0, bool)
     )
     np.testing.assert_array_equal(out["labels"], 0)
@@ -111,17 +123,13 @@ def test_forced_match_reassigns_to_the_gt_it_rescues():
         ],
         F,
     )
-    out = matcher.assign_targets(
-        anchors, gt, np.ones(2, bool), np.zeros((1, 4), F), np.zeros(1, bool)
-    )
+    out = assign(anchors, gt, np.ones(2, bool), np.zeros((1, 4), F), np.zeros(1, bool))
     np.testing.assert_array_equal(out["labels"], [1, 1])
     np.testing.assert_array_equal(out["matched_gt_idx"], [1, 0])
     np.testing.assert_allclose(out["max_iou"], [100 / 120, 1.0], rtol=1e-6)
     # An anchor that is the best of two gts goes to the one it overlaps most.
     anchors = np.array([[0, 0, 10, 10], [100, 100, 110, 110]], F)
-    out = matcher.assign_targets(
-        anchors, gt, np.ones(2, bool), np.zeros((1, 4), F), np.zeros(1, bool)
-    )
+    out = assign(anchors, gt, np.ones(2, bool), np.zeros((1, 4), F), np.zeros(1, bool))
     np.testing.assert_array_equal(out["matched_gt_idx"], [0, -1])
     np.testing.assert_array_equal(out["labels"], [1, 0])
 

@@ -8,6 +8,9 @@ import pytest
 
 from detectors.ops import nms
 
+# The IoU threshold may be traced; only the output size is static.
+nms_fn = jax.jit(nms.non_max_suppression_padded, static_argnames="max_output")
+
 
 def _iou(p, q):
     iw = max(0.0, min(p[2], q[2]) - max(p[0], q[0]))
@@ -43,9 +46,8 @@ def test_matches_numpy_greedy(seed, thr):
     boxes, scores = _clustered(rng, 60)
     boxes[::11, 2] = boxes[::11, 0]  # some zero-area boxes: never suppress or get suppressed
     valid = rng.random(60) < 0.85
-    fn = jax.jit(nms.non_max_suppression_padded, static_argnums=(3, 4))
     for max_output in (5, 80):
-        idx, ok = fn(boxes, scores, valid, thr, max_output)
+        idx, ok = nms_fn(boxes, scores, valid, thr, max_output=max_output)
         chex.assert_shape([idx, ok], (max_output,))
         assert idx.dtype == jnp.int32 and ok.dtype == jnp.bool_
         expected = _greedy_reference(boxes, scores, valid, thr, max_output)
@@ -58,23 +60,27 @@ def test_matches_numpy_greedy(seed, thr):
 
 
 def test_invalid_boxes_neither_returned_nor_suppressing():
-    boxes = jnp.array([[0.0, 0, 10, 10], [1.0, 0, 11, 10], [0.0, 0, 10, 10], [50.0, 50, 60, 60]])
-    scores = jnp.array([0.9, 0.8, 0.95, jnp.nan])
-    valid = jnp.array([True, True, False, True])
-    idx, ok = nms.non_max_suppression_padded(boxes, scores, valid, 0.5, 4)
-    # Box 2 (invalid) would suppress box 0; box 3 has a NaN score; box 1 is suppressed by box 0.
-    np.testing.assert_array_equal(idx, [0, 0, 0, 0])
+    boxes = jnp.array([[50.0, 50, 60, 60], [0.0, 0, 10, 10], [1.0, 0, 11, 10], [0.0, 0, 10, 10]])
+    scores = jnp.array([jnp.nan, 0.9, 0.8, 0.95])
+    valid = jnp.array([True, True, True, False])
+    idx, ok = nms_fn(boxes, scores, valid, 0.5, 4)
+    # Box 3 (invalid) would suppress box 1; box 0 has a NaN score; box 2 is suppressed by box 1.
+    np.testing.assert_array_equal(idx, [1, 0, 0, 0])
     np.testing.assert_array_equal(ok, [True, False, False, False])
+    # A valid box with a -inf score is still a box to return.
+    valid = jnp.array([True, True, False, False])
+    idx, ok = nms_fn(boxes, jnp.array([0.0, -jnp.inf, 0.5, 0.1]), valid, 0.5, 3)
+    np.testing.assert_array_equal(np.asarray(idx)[np.asarray(ok)], [0, 1])
 
 
 def test_ties_broken_by_lower_index_and_threshold_is_strict():
-    boxes = jnp.array([[0.0, 0, 10, 10], [0.0, 0, 10, 10], [0.0, 0, 10, 30]])
+    boxes = jnp.array([[0.0, 0, 10, 10], [0.0, 0, 10, 10], [0.0, 0, 10, 20]])
     scores = jnp.array([0.5, 0.5, 0.5])
-    idx, ok = nms.non_max_suppression_padded(boxes, scores, jnp.ones(3, bool), 0.5, 3)
-    np.testing.assert_array_equal(idx[ok], [0, 2])  # box 1 is box 0's duplicate
-    # IoU(0, 2) = 1/3: suppressed only when it exceeds the threshold.
-    idx, ok = nms.non_max_suppression_padded(boxes, scores, jnp.ones(3, bool), 1 / 3 - 1e-3, 3)
-    np.testing.assert_array_equal(idx[ok], [0])
+    idx, ok = nms_fn(boxes, scores, jnp.ones(3, bool), 0.5, 3)
+    # Box 1 duplicates box 0; IoU(0, 2) is exactly 0.5, not above the threshold: kept.
+    np.testing.assert_array_equal(np.asarray(idx)[np.asarray(ok)], [0, 2])
+    idx, ok = nms_fn(boxes, scores, jnp.ones(3, bool), 0.49, 3)
+    np.testing.assert_array_equal(np.asarray(idx)[np.asarray(ok)], [0])
 
 
 def test_vmap_and_empty():
@@ -83,7 +89,7 @@ def test_vmap_and_empty():
     boxes, scores = np.stack(boxes), np.stack(scores)
     valid = np.ones((3, 30), bool)
     valid[2] = False  # an image with nothing to keep
-    fn = jax.jit(jax.vmap(lambda b, s, v: nms.non_max_suppression_padded(b, s, v, 0.5, 10)))
+    fn = jax.jit(jax.vmap(lambda b, s, v: nms_fn(b, s, v, 0.5, 10)))
     idx, ok = fn(boxes, scores, valid)
     chex.assert_shape([idx, ok], (3, 10))
     for i in range(2):
@@ -91,8 +97,6 @@ def test_vmap_and_empty():
         np.testing.assert_array_equal(np.asarray(idx[i])[: len(expected)], expected)
         assert int(ok[i].sum()) == len(expected)
     assert not np.any(ok[2])
-    idx, ok = nms.non_max_suppression_padded(
-        jnp.zeros((0, 4)), jnp.zeros(0), jnp.zeros(0, bool), 0.5, 4
-    )
+    idx, ok = nms_fn(jnp.zeros((0, 4)), jnp.zeros(0), jnp.zeros(0, bool), 0.5, 4)
     chex.assert_shape([idx, ok], (4,))
     assert not np.any(ok)

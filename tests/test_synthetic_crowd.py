@@ -12,8 +12,7 @@ import os
 import numpy as np
 import pytest
 
-from input_pipeline.datasets import citypersons_format
-from input_pipeline.datasets import synthetic_crowd
+from input_pipeline.datasets import citypersons_format, synthetic_crowd
 from input_pipeline.datasets.synthetic_crowd import render
 from input_pipeline.datasets.synthetic_crowd import synthetic_crowd_dataset_builder as scb
 from tools import dataset_stats
@@ -73,7 +72,13 @@ def test_feature_spec_and_annotation_invariants(tiny_builder, tiny_examples):
     H, W = cfg.image_height, cfg.image_width
     tiny_height = cfg.render_config().tiny_height
     assert tuple(tiny_builder.info.features["objects"]["label"].names) == (
-        "ignore_region", "pedestrian", "rider", "sitting", "other", "group")
+        "ignore_region",
+        "pedestrian",
+        "rider",
+        "sitting",
+        "other",
+        "group",
+    )
     image_ids, instance_ids, labels_seen, n_tiny = [], [], set(), 0
     for split in SPLITS:
         for index, ex in enumerate(tiny_examples[split]):
@@ -83,19 +88,27 @@ def test_feature_spec_and_annotation_invariants(tiny_builder, tiny_examples):
             image_ids.append(int(ex["image/id"]))
             o = ex["objects"]
             n = len(o["label"])
-            for key, dtype in (("bbox", np.float32), ("bbox_visible", np.float32),
-                               ("label", np.int64), ("height", np.float32),
-                               ("vis_ratio", np.float32), ("ignore", np.bool_),
-                               ("instance_id", np.int64), ("person_id", np.int64)):
+            for key, dtype in (
+                ("bbox", np.float32),
+                ("bbox_visible", np.float32),
+                ("label", np.int64),
+                ("height", np.float32),
+                ("vis_ratio", np.float32),
+                ("ignore", np.bool_),
+                ("instance_id", np.int64),
+                ("person_id", np.int64),
+            ):
                 assert o[key].dtype == dtype, key
                 assert o[key].shape[0] == n, key
             full, vis = o["bbox"].astype(np.float64), o["bbox_visible"].astype(np.float64)
             assert np.all((full >= 0) & (full <= 1)) and np.all((vis >= 0) & (vis <= 1))
             assert np.all(full[:, 2:] > full[:, :2]) and np.all(vis[:, 2:] > vis[:, :2])
             eps = 1e-6
-            assert np.all(vis[:, :2] >= full[:, :2] - eps) and np.all(vis[:, 2:] <= full[:, 2:] + eps)
+            assert np.all(vis[:, :2] >= full[:, :2] - eps) and np.all(
+                vis[:, 2:] <= full[:, 2:] + eps
+            )
             assert np.all((o["vis_ratio"] > 0) & (o["vis_ratio"] <= 1))
-            area = lambda b: (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])  # noqa: E731
+            area = lambda b: (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
             np.testing.assert_allclose(o["vis_ratio"], area(vis) / area(full), rtol=1e-4)
             np.testing.assert_allclose(o["height"], (full[:, 2] - full[:, 0]) * H, atol=1e-3)
             is_ped = o["label"] == 1
@@ -119,7 +132,7 @@ def test_feature_spec_and_annotation_invariants(tiny_builder, tiny_examples):
 def test_identities_recur_in_dataset(tiny_examples):
     images_per_identity = {}
     for ex in tiny_examples["train"]:
-        for pid in set(int(p) for p in ex["objects"]["person_id"] if p >= 0):
+        for pid in {int(p) for p in ex["objects"]["person_id"] if p >= 0}:
             images_per_identity[pid] = images_per_identity.get(pid, 0) + 1
     assert max(images_per_identity.values()) >= 2
 
@@ -179,7 +192,7 @@ def test_instance_map_tracks_occlusion_order():
     render._paste(canvas, imap, render._Layer(rgb_b, m_b, 10, 10, inst=1))
     render._paste(canvas, imap, render._Layer(rgb_f, m_f, 25, 15, inst=2))
     front_pixels = np.zeros_like(imap, bool)
-    front_pixels[15:115, 25:25 + m_f.shape[1]] = m_f
+    front_pixels[15:115, 25 : 25 + m_f.shape[1]] = m_f
     assert np.all(imap[front_pixels] == 2)
     np.testing.assert_array_equal(canvas[front_pixels], rgb_f[m_f])
     boxes = render.visible_boxes(imap, [1, 2, 3])
@@ -216,8 +229,10 @@ def test_identities_recur_with_same_appearance():
 def test_crowd_overlap_matches_citypersons_level():
     """CityPersons val: 48.8% / 26.4% of pedestrians overlap another with IoU > 0.1 / 0.3."""
     cfg = render.RenderConfig()  # quickstart size 512x1024
-    examples = [{"objects": render.scene_objects(render.render_scene(cfg, [99, i]), i + 1)}
-                for i in range(60)]
+    examples = [
+        {"objects": render.scene_objects(render.render_scene(cfg, [99, i]), i + 1)}
+        for i in range(60)
+    ]
     stats = dataset_stats.compute_statistics(examples)
     assert stats["num_pedestrians_non_ignored"] > 300
     assert stats["overlap"]["iou>0.1"] >= 0.40
@@ -234,13 +249,21 @@ def test_crowd_overlap_matches_citypersons_level():
 
 
 def _empty_example(image_id):
-    return {"image": np.zeros((128, 256, 3), np.uint8), "image/id": np.int64(image_id),
-            "image/filename": b"val/empty.jpg",
-            "objects": {"bbox": np.zeros((0, 4), np.float32),
-                        "bbox_visible": np.zeros((0, 4), np.float32),
-                        "label": np.zeros(0, np.int64), "height": np.zeros(0, np.float32),
-                        "vis_ratio": np.zeros(0, np.float32), "ignore": np.zeros(0, bool),
-                        "instance_id": np.zeros(0, np.int64), "person_id": np.zeros(0, np.int64)}}
+    return {
+        "image": np.zeros((128, 256, 3), np.uint8),
+        "image/id": np.int64(image_id),
+        "image/filename": b"val/empty.jpg",
+        "objects": {
+            "bbox": np.zeros((0, 4), np.float32),
+            "bbox_visible": np.zeros((0, 4), np.float32),
+            "label": np.zeros(0, np.int64),
+            "height": np.zeros(0, np.float32),
+            "vis_ratio": np.zeros(0, np.float32),
+            "ignore": np.zeros(0, bool),
+            "instance_id": np.zeros(0, np.int64),
+            "person_id": np.zeros(0, np.int64),
+        },
+    }
 
 
 def test_export_citypersons_gt_round_trip(tiny_examples, tmp_path):
@@ -250,8 +273,12 @@ def test_export_citypersons_gt_round_trip(tiny_examples, tmp_path):
     gt = json.loads(path.read_text())
     assert gt["categories"] == [{"id": 1, "name": "pedestrian"}]
     assert [im["id"] for im in gt["images"]] == [int(e["image/id"]) for e in examples]
-    assert gt["images"][-1] == {"id": 999, "file_name": "val/empty.jpg", "height": 128,
-                                "width": 256}
+    assert gt["images"][-1] == {
+        "id": 999,
+        "file_name": "val/empty.jpg",
+        "height": 128,
+        "width": 256,
+    }
     anns = gt["annotations"]
     objs = [e["objects"] for e in examples]
     assert len(anns) == sum(len(o["label"]) for o in objs) > 0
@@ -265,8 +292,9 @@ def test_export_citypersons_gt_round_trip(tiny_examples, tmp_path):
     ymin, xmin, ymax, xmax = first["objects"]["bbox"][0].astype(np.float64)
     x, y, w, h = anns[0]["bbox"]
     assert anns[0]["image_id"] == int(first["image/id"])
-    np.testing.assert_allclose([x, y, w, h], [xmin * 256, ymin * 128, (xmax - xmin) * 256,
-                                              (ymax - ymin) * 128], atol=1e-2)
+    np.testing.assert_allclose(
+        [x, y, w, h], [xmin * 256, ymin * 128, (xmax - xmin) * 256, (ymax - ymin) * 128], atol=1e-2
+    )
     assert anns[0]["area"] == pytest.approx(w * h, rel=1e-6)
     for a in anns:
         vx, vy, vw, vh = a["vis_bbox"]
@@ -280,10 +308,15 @@ def test_export_citypersons_gt_keeps_old_file_on_bad_input(tmp_path):
     path = tmp_path / "val_gt.json"
     path.write_text('{"old": true}')
     bad = _empty_example(1)
-    bad["objects"] = dict(bad["objects"], bbox=np.array([[0.5, 0.5, 1.5, 0.6]], np.float32),
-                          bbox_visible=np.array([[0.5, 0.5, 0.6, 0.6]], np.float32),
-                          label=np.ones(1, np.int64), height=np.ones(1, np.float32),
-                          vis_ratio=np.ones(1, np.float32), ignore=np.zeros(1, bool))
+    bad["objects"] = dict(
+        bad["objects"],
+        bbox=np.array([[0.5, 0.5, 1.5, 0.6]], np.float32),
+        bbox_visible=np.array([[0.5, 0.5, 0.6, 0.6]], np.float32),
+        label=np.ones(1, np.int64),
+        height=np.ones(1, np.float32),
+        vis_ratio=np.ones(1, np.float32),
+        ignore=np.zeros(1, bool),
+    )
     with pytest.raises(ValueError, match="val/empty.jpg"):
         citypersons_format.export_citypersons_gt([bad], path)
     assert json.loads(path.read_text()) == {"old": True}
@@ -298,19 +331,35 @@ def test_export_citypersons_gt_keeps_old_file_on_bad_input(tmp_path):
 def test_compute_statistics_golden():
     """Hand-computed: image 1 has peds A, B (IoU 1/3), tiny C and an ignore region."""
     # Normalised yxyx on a 100x100 image: A = x 0..20, B = x 10..30 -> IoU 10*40/(1200) = 1/3.
-    img1 = {"objects": {
-        "bbox": np.array([[0.0, 0.0, 0.4, 0.2], [0.0, 0.1, 0.4, 0.3],
-                          [0.5, 0.5, 0.6, 0.55], [0.0, 0.6, 0.5, 0.9]], np.float32),
-        "label": np.array([1, 1, 1, 0]), "height": np.array([40, 40, 10, 50], np.float32),
-        "vis_ratio": np.array([1.0, 0.5, 1.0, 1.0], np.float32),
-        "ignore": np.array([False, False, True, True]),
-        "person_id": np.array([3, 4, 5, -1])}}
+    img1 = {
+        "objects": {
+            "bbox": np.array(
+                [
+                    [0.0, 0.0, 0.4, 0.2],
+                    [0.0, 0.1, 0.4, 0.3],
+                    [0.5, 0.5, 0.6, 0.55],
+                    [0.0, 0.6, 0.5, 0.9],
+                ],
+                np.float32,
+            ),
+            "label": np.array([1, 1, 1, 0]),
+            "height": np.array([40, 40, 10, 50], np.float32),
+            "vis_ratio": np.array([1.0, 0.5, 1.0, 1.0], np.float32),
+            "ignore": np.array([False, False, True, True]),
+            "person_id": np.array([3, 4, 5, -1]),
+        }
+    }
     # Image 2: one isolated pedestrian, 120 px tall, visibility 0.1; a group box.
-    img2 = {"objects": {
-        "bbox": np.array([[0.0, 0.0, 0.5, 0.2], [0.6, 0.6, 0.7, 0.9]], np.float32),
-        "label": np.array([1, 5]), "height": np.array([120, 10], np.float32),
-        "vis_ratio": np.array([0.1, 0.8], np.float32), "ignore": np.array([False, True]),
-        "person_id": np.array([3, -1])}}
+    img2 = {
+        "objects": {
+            "bbox": np.array([[0.0, 0.0, 0.5, 0.2], [0.6, 0.6, 0.7, 0.9]], np.float32),
+            "label": np.array([1, 5]),
+            "height": np.array([120, 10], np.float32),
+            "vis_ratio": np.array([0.1, 0.8], np.float32),
+            "ignore": np.array([False, True]),
+            "person_id": np.array([3, -1]),
+        }
+    }
     s = dataset_stats.compute_statistics([img1, img2])
     assert s["num_images"] == 2 and s["num_boxes"] == 6
     assert s["num_pedestrians"] == 4 and s["num_pedestrians_non_ignored"] == 3
@@ -326,8 +375,18 @@ def test_compute_statistics_golden():
 
 def test_dataset_stats_cli(tiny_builder, tiny_data_dir, tmp_path, capsys):
     out = tmp_path / "stats"
-    stats = dataset_stats.main(["--dataset", "synthetic_crowd/tiny", "--split", "val",
-                                "--data_dir", tiny_data_dir, "--out", str(out)])
+    stats = dataset_stats.main(
+        [
+            "--dataset",
+            "synthetic_crowd/tiny",
+            "--split",
+            "val",
+            "--data_dir",
+            tiny_data_dir,
+            "--out",
+            str(out),
+        ]
+    )
     printed = capsys.readouterr().out
     assert "overlap iou>0.1" in printed and "Visibility histogram" in printed
     saved = json.loads((out / "stats.json").read_text())

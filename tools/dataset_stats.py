@@ -15,6 +15,7 @@ Reference rates printed next to ours (CityPersons val, the figures this project 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -49,7 +50,7 @@ def _bin_labels(edges) -> list[str]:
     def fmt(v):
         return "inf" if v == float("inf") else f"{v:g}"
 
-    labels = [f"{fmt(a)}-{fmt(b)}" for a, b in zip(edges[:-1], edges[1:])]
+    labels = [f"{fmt(a)}-{fmt(b)}" for a, b in itertools.pairwise(edges)]
     return [label.replace("-inf", "+") for label in labels]
 
 
@@ -57,8 +58,11 @@ def _histogram(values: np.ndarray, edges) -> dict:
     """Counts with left-closed bins, the last bin closed on both sides (so vis 1.0 counts)."""
     values = np.asarray(values, np.float64)
     idx = np.clip(np.searchsorted(np.asarray(edges), values, side="right") - 1, 0, len(edges) - 2)
-    counts = np.bincount(idx, minlength=len(edges) - 1).astype(int) if values.size else (
-        np.zeros(len(edges) - 1, int))
+    counts = (
+        np.bincount(idx, minlength=len(edges) - 1).astype(int)
+        if values.size
+        else (np.zeros(len(edges) - 1, int))
+    )
     total = max(1, int(values.size))
     return {
         "edges": [float(e) for e in edges],
@@ -129,15 +133,22 @@ def compute_statistics(examples: Iterable[Mapping[str, Any]]) -> dict:
         "num_tiny": counts["tiny"],
         "num_ignored": counts["ignored"],
         "num_identities": len(person_ids),
-        "overlap": {f"iou>{t:g}": float(np.mean(overlap_max > t)) if n else 0.0
-                    for t in IOU_THRESHOLDS},
+        "overlap": {
+            f"iou>{t:g}": float(np.mean(overlap_max > t)) if n else 0.0 for t in IOU_THRESHOLDS
+        },
         "overlap_citypersons_val": dict(CITYPERSONS_VAL_OVERLAP),
         "height_histogram": _histogram(heights, HEIGHT_BINS),
         "visibility_histogram": _histogram(vis, VISIBILITY_BINS),
-        "boxes_per_image": {"mean": float(per_image.mean()), "min": int(per_image.min()),
-                            "max": int(per_image.max())},
-        "pedestrians_per_image": {"mean": float(peds_img.mean()), "min": int(peds_img.min()),
-                                  "max": int(peds_img.max())},
+        "boxes_per_image": {
+            "mean": float(per_image.mean()),
+            "min": int(per_image.min()),
+            "max": int(per_image.max()),
+        },
+        "pedestrians_per_image": {
+            "mean": float(peds_img.mean()),
+            "min": int(peds_img.min()),
+            "max": int(peds_img.max()),
+        },
         "subsets": {"reasonable": reasonable, "heavy_occlusion": heavy, "all": n},
     }
 
@@ -164,14 +175,17 @@ def format_statistics(stats: Mapping[str, Any], title: str = "") -> str:
     row("pedestrians per image (mean/min/max)", f"{p['mean']:.2f} / {p['min']} / {p['max']}")
     lines.append("Crowd overlap (non-ignored pedestrians)     this split   CityPersons val")
     for key, ref in stats["overlap_citypersons_val"].items():
-        lines.append(f"  {'overlap ' + key:<40s} {100 * stats['overlap'][key]:9.1f}%   "
-                     f"{100 * ref:12.1f}%")
-    for title_, key in (("Height histogram (px)", "height_histogram"),
-                        ("Visibility histogram", "visibility_histogram")):
+        lines.append(
+            f"  {'overlap ' + key:<40s} {100 * stats['overlap'][key]:9.1f}%   {100 * ref:12.1f}%"
+        )
+    for title_, key in (
+        ("Height histogram (px)", "height_histogram"),
+        ("Visibility histogram", "visibility_histogram"),
+    ):
         lines.append(title_)
         h = stats[key]
         for label, c, f in zip(h["labels"], h["counts"], h["fractions"]):
-            bar = "#" * int(round(40 * f))
+            bar = "#" * round(40 * f)
             lines.append(f"  {label:>10s} {c:7d} {100 * f:6.1f}%  {bar}")
     lines.append("CityPersons subsets")
     s = stats["subsets"]
@@ -205,8 +219,10 @@ def plot_statistics(stats: Mapping[str, Any], path: str, title: str = "") -> Non
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for ax, key, name in ((axes[0], "height_histogram", "full-box height (px)"),
-                          (axes[1], "visibility_histogram", "visibility ratio")):
+    for ax, key, name in (
+        (axes[0], "height_histogram", "full-box height (px)"),
+        (axes[1], "visibility_histogram", "visibility ratio"),
+    ):
         h = stats[key]
         ax.bar(range(len(h["counts"])), h["counts"], color="tab:blue")
         ax.set_xticks(range(len(h["counts"])), h["labels"])
@@ -215,8 +231,9 @@ def plot_statistics(stats: Mapping[str, Any], path: str, title: str = "") -> Non
     keys = list(stats["overlap"])
     x = np.arange(len(keys))
     axes[2].bar(x - 0.2, [stats["overlap"][k] for k in keys], 0.4, label="this split")
-    axes[2].bar(x + 0.2, [stats["overlap_citypersons_val"][k] for k in keys], 0.4,
-                label="CityPersons val")
+    axes[2].bar(
+        x + 0.2, [stats["overlap_citypersons_val"][k] for k in keys], 0.4, label="CityPersons val"
+    )
     axes[2].set_xticks(x, [f"overlap {k}" for k in keys])
     axes[2].set_ylabel("fraction of pedestrians")
     axes[2].legend()
@@ -247,10 +264,12 @@ def load_examples(dataset: str, split: str, data_dir: str, max_images: int | Non
         if not builder.is_prepared():
             raise SystemExit(
                 f"Dataset {dataset!r} is not prepared in {data_dir}; this tool only generates "
-                "synthetic_crowd. Prepare it first (locally) or point --data_dir at it.")
+                "synthetic_crowd. Prepare it first (locally) or point --data_dir at it."
+            )
     if split not in builder.info.splits:
-        raise SystemExit(f"Unknown split {split!r} of {dataset}; available: "
-                         f"{sorted(builder.info.splits)}")
+        raise SystemExit(
+            f"Unknown split {split!r} of {dataset}; available: {sorted(builder.info.splits)}"
+        )
     ds = builder.as_dataset(split=split, decoders={"image": tfds.decode.SkipDecoding()})
     if max_images:
         ds = ds.take(max_images)
@@ -261,15 +280,21 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(
         prog="python -m tools.dataset_stats",
         description="Crowd statistics of a pedestrian dataset split: overlap rates, height and "
-                    "visibility histograms, boxes per image, ignore counts, CityPersons subsets.")
-    parser.add_argument("--dataset", default="synthetic_crowd/quickstart",
-                        help="TFDS name/config, e.g. synthetic_crowd/tiny (built if missing).")
+        "visibility histograms, boxes per image, ignore counts, CityPersons subsets.",
+    )
+    parser.add_argument(
+        "--dataset",
+        default="synthetic_crowd/quickstart",
+        help="TFDS name/config, e.g. synthetic_crowd/tiny (built if missing).",
+    )
     parser.add_argument("--split", default="val", help="split name (train, val, test).")
     parser.add_argument("--data_dir", required=True, help="TFDS data directory.")
-    parser.add_argument("--out", default=None,
-                        help="if set, write stats.json and stats.png into this directory.")
-    parser.add_argument("--max_images", type=int, default=None,
-                        help="only use the first N images of the split.")
+    parser.add_argument(
+        "--out", default=None, help="if set, write stats.json and stats.png into this directory."
+    )
+    parser.add_argument(
+        "--max_images", type=int, default=None, help="only use the first N images of the split."
+    )
     args = parser.parse_args(argv)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

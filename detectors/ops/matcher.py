@@ -59,7 +59,8 @@ def assign_targets(
             ground truth overlaps the anchor;
           ``max_iou`` ``[N]`` float32: best IoU with any valid ground truth (0 if none).
     """
-    if negative_iou > positive_iou:
+    static = all(isinstance(t, (int, float)) for t in (negative_iou, positive_iou))
+    if static and negative_iou > positive_iou:
         raise ValueError(f"negative_iou ({negative_iou}) must be <= positive_iou ({positive_iou}).")
     anchors = jnp.asarray(anchors, jnp.float32)
     num_anchors = anchors.shape[0]
@@ -76,8 +77,9 @@ def assign_targets(
         positive = max_iou >= positive_iou
 
         if allow_low_quality:
-            gt_best_iou = jnp.max(iou, axis=0)  # [M]; -1 on padded columns
-            forced = (iou == gt_best_iou[None, :]) & (gt_best_iou[None, :] > 0.0) & gt_valid[None]
+            # Padded columns hold -1, so `> 0` also keeps padded gts from forcing anything.
+            gt_best_iou = jnp.max(iou, axis=0)  # [M]
+            forced = (iou == gt_best_iou[None, :]) & (gt_best_iou[None, :] > 0.0)
             is_forced = jnp.any(forced, axis=1)
             # An anchor that is the best one of several ground truths goes to the one it overlaps
             # most (lowest index on ties).

@@ -57,7 +57,7 @@ def non_max_suppression_padded(
         found = alive[pos]
         overlap = box_ops.iou(boxes[pos][None, :], boxes)  # [N]
         suppressed = (overlap > iou_threshold) | (positions == pos)
-        alive = alive & ~(suppressed & found)
+        alive = alive & ~suppressed  # once nothing is alive this changes nothing
         return alive, (jnp.where(found, pos, 0), found)
 
     _, (indices, out_valid) = jax.lax.scan(select_one, valid, None, length=max_output)

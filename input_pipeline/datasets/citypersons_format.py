@@ -10,13 +10,13 @@ evaluator uses them as ignore regions.
 from __future__ import annotations
 
 import io
-import json
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
+
+from evaluation.io import atomic_write_json
 
 PEDESTRIAN_CATEGORY = {"id": 1, "name": "pedestrian"}
 
@@ -47,7 +47,8 @@ def _image_size(example: Mapping[str, Any], image_size: tuple[int, int] | None) 
             return im.height, im.width
     raise ValueError(
         f"Example {_text(example.get('image/filename', '?'))}: no image to read the size from; "
-        "pass image_size=(height, width).")
+        "pass image_size=(height, width)."
+    )
 
 
 def citypersons_gt(
@@ -65,8 +66,10 @@ def citypersons_gt(
         vis = np.asarray(obj["bbox_visible"], np.float64).reshape(-1, 4)
         for what, b in (("bbox", boxes), ("bbox_visible", vis)):
             if b.size and (b.min() < -1e-6 or b.max() > 1 + 1e-6 or np.any(b[:, 2:] < b[:, :2])):
-                raise ValueError(f"Example {name}: objects/{what} is not a valid normalised "
-                                 "[ymin, xmin, ymax, xmax] box inside the image.")
+                raise ValueError(
+                    f"Example {name}: objects/{what} is not a valid normalised "
+                    "[ymin, xmin, ymax, xmax] box inside the image."
+                )
         full_xywh = boxes_yxyx_normalised_to_xywh_pixels(boxes, height, width)
         vis_xywh = boxes_yxyx_normalised_to_xywh_pixels(vis, height, width)
         ignore = np.asarray(obj["ignore"]).astype(bool).reshape(-1)
@@ -74,20 +77,21 @@ def citypersons_gt(
             # Boxes are whole pixels in the renderer; rounding drops float32 noise (511.99997).
             bbox = [round(float(v), 3) for v in full_xywh[i]]
             ign = int(ignore[i])
-            annotations.append({
-                "id": len(annotations) + 1,
-                "image_id": image_id,
-                "category_id": PEDESTRIAN_CATEGORY["id"],
-                "bbox": bbox,
-                "vis_bbox": [round(float(v), 3) for v in vis_xywh[i]],
-                "height": float(obj["height"][i]),
-                "vis_ratio": float(obj["vis_ratio"][i]),
-                "ignore": ign,
-                "iscrowd": ign,
-                "area": round(bbox[2] * bbox[3], 3),
-            })
-    return {"images": images, "categories": [dict(PEDESTRIAN_CATEGORY)],
-            "annotations": annotations}
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": PEDESTRIAN_CATEGORY["id"],
+                    "bbox": bbox,
+                    "vis_bbox": [round(float(v), 3) for v in vis_xywh[i]],
+                    "height": float(obj["height"][i]),
+                    "vis_ratio": float(obj["vis_ratio"][i]),
+                    "ignore": ign,
+                    "iscrowd": ign,
+                    "area": round(bbox[2] * bbox[3], 3),
+                }
+            )
+    return {"images": images, "categories": [dict(PEDESTRIAN_CATEGORY)], "annotations": annotations}
 
 
 def export_citypersons_gt(
@@ -111,18 +115,6 @@ def export_citypersons_gt(
     """
     gt = citypersons_gt(examples, image_size)
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_gt_", suffix=".json", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(gt, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a GT file is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write_json(gt, path, indent=None)
     return gt

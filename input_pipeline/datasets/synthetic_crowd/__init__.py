@@ -22,7 +22,7 @@ from input_pipeline.datasets.synthetic_crowd.synthetic_crowd_dataset_builder imp
 
 CONFIG_NAMES = tuple(c.name for c in Builder.BUILDER_CONFIGS)
 
-__all__ = ["Builder", "CLASS_NAMES", "CONFIG_NAMES", "SyntheticCrowdConfig", "build"]
+__all__ = ["CLASS_NAMES", "CONFIG_NAMES", "Builder", "SyntheticCrowdConfig", "build"]
 
 
 def build(config_name: str, data_dir: str, progress: bool = True) -> tfds.core.DatasetBuilder:
@@ -40,7 +40,8 @@ def build(config_name: str, data_dir: str, progress: bool = True) -> tfds.core.D
     """
     if config_name not in CONFIG_NAMES:
         raise ValueError(
-            f"Unknown synthetic_crowd config {config_name!r}; choose one of {CONFIG_NAMES}.")
+            f"Unknown synthetic_crowd config {config_name!r}; choose one of {CONFIG_NAMES}."
+        )
     builder = Builder(config=config_name, data_dir=os.fspath(data_dir))
     if not builder.is_prepared():
         if progress:

@@ -21,6 +21,7 @@ resolution: pedestrians 16..400 px tall) and scaled with the image height.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import math
 from typing import Any
@@ -77,7 +78,7 @@ class RenderConfig:
         return self.image_height / REFERENCE_IMAGE_HEIGHT
 
     @classmethod
-    def for_image_size(cls, image_height: int, image_width: int, **kwargs) -> "RenderConfig":
+    def for_image_size(cls, image_height: int, image_width: int, **kwargs) -> RenderConfig:
         """Config for another image size, with all pixel sizes scaled proportionally.
 
         The smallest figure is kept at 4 px (a figure needs a few rows for head, body and legs);
@@ -100,15 +101,48 @@ class RenderConfig:
 # --------------------------------------------------------------------------------------------
 
 _CLOTH_COLOURS = (
-    (25, 25, 30), (45, 45, 50), (80, 80, 85), (130, 130, 135), (200, 200, 200), (235, 235, 230),
-    (30, 40, 80), (40, 60, 120), (70, 100, 160), (90, 120, 150), (150, 30, 35), (190, 60, 50),
-    (120, 40, 60), (200, 170, 120), (170, 140, 100), (110, 85, 60), (70, 50, 35), (80, 95, 50),
-    (50, 80, 60), (220, 190, 60), (230, 120, 40), (150, 90, 150), (60, 130, 140), (240, 160, 170),
+    (25, 25, 30),
+    (45, 45, 50),
+    (80, 80, 85),
+    (130, 130, 135),
+    (200, 200, 200),
+    (235, 235, 230),
+    (30, 40, 80),
+    (40, 60, 120),
+    (70, 100, 160),
+    (90, 120, 150),
+    (150, 30, 35),
+    (190, 60, 50),
+    (120, 40, 60),
+    (200, 170, 120),
+    (170, 140, 100),
+    (110, 85, 60),
+    (70, 50, 35),
+    (80, 95, 50),
+    (50, 80, 60),
+    (220, 190, 60),
+    (230, 120, 40),
+    (150, 90, 150),
+    (60, 130, 140),
+    (240, 160, 170),
 )
-_SKIN_COLOURS = ((245, 210, 185), (225, 180, 150), (200, 150, 115), (160, 110, 80), (110, 75, 55),
-                 (80, 55, 40))
-_HAIR_COLOURS = ((20, 15, 12), (50, 35, 25), (90, 60, 35), (150, 110, 60), (200, 170, 110),
-                 (130, 130, 130), (120, 50, 25))
+_SKIN_COLOURS = (
+    (245, 210, 185),
+    (225, 180, 150),
+    (200, 150, 115),
+    (160, 110, 80),
+    (110, 75, 55),
+    (80, 55, 40),
+)
+_HAIR_COLOURS = (
+    (20, 15, 12),
+    (50, 35, 25),
+    (90, 60, 35),
+    (150, 110, 60),
+    (200, 170, 110),
+    (130, 130, 130),
+    (120, 50, 25),
+)
 _TEXTURES = ("plain", "hstripes", "vstripes", "checks")
 
 
@@ -164,6 +198,7 @@ def _jitter_colour(rng: np.random.Generator, palette, sigma: float = 12.0) -> tu
     return tuple(int(min(255.0, max(0.0, b + d))) for b, d in zip(base, shift))
 
 
+@functools.lru_cache(maxsize=4096)  # pure and called for every figure: cache per process
 def make_appearance(person_id: int, identity_seed: int = RenderConfig.identity_seed) -> Appearance:
     """The appearance of identity `person_id`; a pure function of (identity_seed, person_id)."""
     rng = np.random.default_rng([identity_seed, person_id])
@@ -223,7 +258,7 @@ def sample_pose(rng: np.random.Generator) -> Pose:
 
 def figure_width(height: int) -> int:
     """Full-box width of a figure of `height` pixels (CityPersons aspect 0.41, whole pixels)."""
-    return max(2, int(round(FULL_BOX_ASPECT * height)))
+    return max(2, round(FULL_BOX_ASPECT * height))
 
 
 def _skeleton(app: Appearance, pose: Pose) -> dict[str, Any]:
@@ -247,8 +282,10 @@ def _skeleton(app: Appearance, pose: Pose) -> dict[str, Any]:
             ang = s * a
             knee = (f * math.sin(ang) * leg / 2, hip_y + math.cos(ang) * leg / 2)
             shin_ang = ang * 0.6 if ang > 0 else ang - 0.25 * abs(a)
-            ankle = (knee[0] + f * math.sin(shin_ang) * leg / 2,
-                     knee[1] + math.cos(shin_ang) * leg / 2)
+            ankle = (
+                knee[0] + f * math.sin(shin_ang) * leg / 2,
+                knee[1] + math.cos(shin_ang) * leg / 2,
+            )
             legs.append(((0.0, hip_y), knee, ankle))
             # The arm on the same side swings against its leg.
             arm_ang = -s * a * pose.arm_swing
@@ -319,7 +356,7 @@ def draw_figure_parts(app: Appearance, pose: Pose, height: int) -> np.ndarray:
         return px((origin[0] + dx * cos_l - dy * sin_l, origin[1] + dx * sin_l + dy * cos_l))
 
     def width(u):
-        return max(1, int(round(u * scale)))
+        return max(1, round(u * scale))
 
     img = Image.new("L", (w, height), 0)
     d = ImageDraw.Draw(img)
@@ -328,8 +365,12 @@ def draw_figure_parts(app: Appearance, pose: Pose, height: int) -> np.ndarray:
     hip_dy = p["hip_y"] - neck[1]
     sh, hp, f = p["sh"], p["hp"], pose.facing
     chest = 0.02 * f if side else 0.0
-    torso = [rot_off(-sh + chest, sh_dy, neck), rot_off(sh + chest, sh_dy, neck),
-             rot_off(hp, hip_dy, neck), rot_off(-hp, hip_dy, neck)]
+    torso = [
+        rot_off(-sh + chest, sh_dy, neck),
+        rot_off(sh + chest, sh_dy, neck),
+        rot_off(hp, hip_dy, neck),
+        rot_off(-hp, hip_dy, neck),
+    ]
 
     def draw_leg(limb):
         hip, knee, ankle = (px(q) for q in limb)
@@ -338,12 +379,12 @@ def draw_figure_parts(app: Appearance, pose: Pose, height: int) -> np.ndarray:
         d.line([hip, knee], fill=thigh_part, width=width(p["thigh_w"]), joint="curve")
         d.line([knee, ankle], fill=shin_part, width=width(p["shin_w"]), joint="curve")
         kr = p["shin_w"] * scale / 2
-        d.ellipse([knee[0] - kr, knee[1] - kr, knee[0] + kr, knee[1] + kr], fill=shin_part)
+        _ell(d, [knee[0] - kr, knee[1] - kr, knee[0] + kr, knee[1] + kr], fill=shin_part)
         # Shoes: longer in the walking direction in side view.
         sl = (0.07 if side else 0.035) * scale
         sh_h = 0.03 * scale
         cx = ankle[0] + (f * sl * 0.35 if side else 0.0)
-        d.ellipse([cx - sl, ankle[1] - sh_h, cx + sl, ankle[1] + sh_h * 1.2], fill=_SHOES)
+        _ell(d, [cx - sl, ankle[1] - sh_h, cx + sl, ankle[1] + sh_h * 1.2], fill=_SHOES)
 
     def draw_arm(limb):
         shoulder, elbow, hand = (px(q) for q in limb)
@@ -352,79 +393,137 @@ def draw_figure_parts(app: Appearance, pose: Pose, height: int) -> np.ndarray:
         d.line([shoulder, elbow], fill=_SLEEVE, width=aw, joint="curve")
         d.line([elbow, hand], fill=fore_part, width=max(1, int(aw * 0.9)), joint="curve")
         er = aw / 2
-        d.ellipse([shoulder[0] - er, shoulder[1] - er, shoulder[0] + er, shoulder[1] + er],
-                  fill=_SLEEVE)
+        _ell(
+            d,
+            [shoulder[0] - er, shoulder[1] - er, shoulder[0] + er, shoulder[1] + er],
+            fill=_SLEEVE,
+        )
         hr = max(0.7, aw * 0.55)
-        d.ellipse([hand[0] - hr, hand[1] - hr, hand[0] + hr, hand[1] + hr], fill=_SKIN)
+        _ell(d, [hand[0] - hr, hand[1] - hr, hand[0] + hr, hand[1] + hr], fill=_SKIN)
         return hand
 
     legs, arms = p["legs"], p["arms"]
-    # Side view: the far limbs first; the near ones after the torso.
-    far_leg, near_leg = (legs[0], legs[1]) if side else (legs[0], legs[1])
+    # Side view: the far limbs (index 1) first, the near ones (index 0) after the torso.
     if side:
         draw_arm(arms[1])
-        draw_leg(far_leg)
+        draw_leg(legs[1])
         if app.bag == "backpack":
-            d.polygon([rot_off(-f * (sh + 0.07), sh_dy + 0.02, neck),
-                       rot_off(-f * sh * 0.6, sh_dy + 0.02, neck),
-                       rot_off(-f * sh * 0.6, sh_dy + 0.22, neck),
-                       rot_off(-f * (sh + 0.08), sh_dy + 0.2, neck)], fill=_BAG)
+            d.polygon(
+                [
+                    rot_off(-f * (sh + 0.07), sh_dy + 0.02, neck),
+                    rot_off(-f * sh * 0.6, sh_dy + 0.02, neck),
+                    rot_off(-f * sh * 0.6, sh_dy + 0.22, neck),
+                    rot_off(-f * (sh + 0.08), sh_dy + 0.2, neck),
+                ],
+                fill=_BAG,
+            )
     else:
         draw_leg(legs[0])
         draw_leg(legs[1])
     d.polygon(torso, fill=_TOP)
     if side:
-        draw_leg(near_leg)
+        draw_leg(legs[0])
     if app.bottom_style == "skirt":
         knee_dy = hip_dy + app.leg_length * 0.45
         flare = hp * (1.35 if not side else 1.8)
-        d.polygon([rot_off(-hp * 1.02, hip_dy - 0.02, neck), rot_off(hp * 1.02, hip_dy - 0.02, neck),
-                   rot_off(flare, knee_dy, neck), rot_off(-flare, knee_dy, neck)], fill=_BOTTOM)
-    elif app.bottom_style != "skirt":
+        d.polygon(
+            [
+                rot_off(-hp * 1.02, hip_dy - 0.02, neck),
+                rot_off(hp * 1.02, hip_dy - 0.02, neck),
+                rot_off(flare, knee_dy, neck),
+                rot_off(-flare, knee_dy, neck),
+            ],
+            fill=_BOTTOM,
+        )
+    else:
         # Pelvis block joins the legs to the torso.
-        d.polygon([rot_off(-hp, hip_dy - 0.02, neck), rot_off(hp, hip_dy - 0.02, neck),
-                   rot_off(hp * 0.9, hip_dy + 0.07, neck), rot_off(-hp * 0.9, hip_dy + 0.07, neck)],
-                  fill=_BOTTOM)
+        d.polygon(
+            [
+                rot_off(-hp, hip_dy - 0.02, neck),
+                rot_off(hp, hip_dy - 0.02, neck),
+                rot_off(hp * 0.9, hip_dy + 0.07, neck),
+                rot_off(-hp * 0.9, hip_dy + 0.07, neck),
+            ],
+            fill=_BOTTOM,
+        )
     if pose.view == "back" and app.bag == "backpack":
-        d.polygon([rot_off(-sh * 0.6, sh_dy + 0.03, neck), rot_off(sh * 0.6, sh_dy + 0.03, neck),
-                   rot_off(sh * 0.6, sh_dy + 0.22, neck), rot_off(-sh * 0.6, sh_dy + 0.22, neck)],
-                  fill=_BAG)
+        d.polygon(
+            [
+                rot_off(-sh * 0.6, sh_dy + 0.03, neck),
+                rot_off(sh * 0.6, sh_dy + 0.03, neck),
+                rot_off(sh * 0.6, sh_dy + 0.22, neck),
+                rot_off(-sh * 0.6, sh_dy + 0.22, neck),
+            ],
+            fill=_BAG,
+        )
     # Neck and head.
     nw = width(0.05)
     d.line([px(neck), px((neck[0], neck[1] + sh_dy + 0.01))], fill=_SKIN, width=nw)
     hx, hy = px(p["head"])
     rr = r * scale
     if app.hair_style == "long" and pose.view != "side":
-        d.rectangle([hx - rr * 1.05, hy, hx + rr * 1.05, hy + rr * 1.9], fill=_HAIR)
+        _rect(d, [hx - rr * 1.05, hy, hx + rr * 1.05, hy + rr * 1.9], fill=_HAIR)
     elif app.hair_style == "long":
         xa, xb = sorted((hx - f * rr * 1.05, hx - f * rr * 0.1))
-        d.rectangle([xa, hy, xb, hy + rr * 1.9], fill=_HAIR)
+        _rect(d, [xa, hy, xb, hy + rr * 1.9], fill=_HAIR)
     if pose.view == "back" and app.hair_style != "bald":
-        d.ellipse([hx - rr, hy - rr, hx + rr, hy + rr * 1.05], fill=_HAIR)
+        _ell(d, [hx - rr, hy - rr, hx + rr, hy + rr * 1.05], fill=_HAIR)
     else:
         if app.hair_style in ("short", "long"):
             off = -f * rr * 0.15 if side else 0.0
-            d.ellipse([hx - rr * 1.05 + off, hy - rr * 1.06, hx + rr * 1.05 + off, hy + rr * 0.45],
-                      fill=_HAIR)
+            _ell(
+                d,
+                [hx - rr * 1.05 + off, hy - rr * 1.06, hx + rr * 1.05 + off, hy + rr * 0.45],
+                fill=_HAIR,
+            )
         foff = f * rr * 0.12 if side else 0.0
-        d.ellipse([hx - rr * 0.88 + foff, hy - rr * 0.6, hx + rr * 0.88 + foff, hy + rr * 1.02],
-                  fill=_SKIN)
+        _ell(
+            d,
+            [hx - rr * 0.88 + foff, hy - rr * 0.6, hx + rr * 0.88 + foff, hy + rr * 1.02],
+            fill=_SKIN,
+        )
         if pose.view == "front" and height >= 50:
             er = max(0.6, rr * 0.11)
             for ex in (-0.35, 0.35):
-                d.ellipse([hx + ex * rr - er, hy + 0.05 * rr - er, hx + ex * rr + er,
-                           hy + 0.05 * rr + er], fill=_FEATURE)
+                _ell(
+                    d,
+                    [
+                        hx + ex * rr - er,
+                        hy + 0.05 * rr - er,
+                        hx + ex * rr + er,
+                        hy + 0.05 * rr + er,
+                    ],
+                    fill=_FEATURE,
+                )
     if app.hair_style == "hat":
-        d.ellipse([hx - rr * 1.08, hy - rr * 1.12, hx + rr * 1.08, hy - rr * 0.05], fill=_HAT)
-        d.rectangle([hx - rr * 1.25, hy - rr * 0.35, hx + rr * 1.25, hy - rr * 0.12], fill=_HAT)
-    hand = draw_arm(arms[0]) if side else None
+        _ell(d, [hx - rr * 1.08, hy - rr * 1.12, hx + rr * 1.08, hy - rr * 0.05], fill=_HAT)
+        _rect(d, [hx - rr * 1.25, hy - rr * 0.35, hx + rr * 1.25, hy - rr * 0.12], fill=_HAT)
+    hand = draw_arm(arms[0])
     if not side:
-        hand = draw_arm(arms[0])
         draw_arm(arms[1])
     if app.bag == "handbag" and hand is not None:
         bw, bh = 0.07 * scale, 0.08 * scale
-        d.rectangle([hand[0] - bw / 2, hand[1], hand[0] + bw / 2, hand[1] + bh], fill=_BAG)
+        _rect(d, [hand[0] - bw / 2, hand[1], hand[0] + bw / 2, hand[1] + bh], fill=_BAG)
     return np.asarray(img)
+
+
+def _ordered(xy) -> list[float]:
+    """[x0, y0, x1, y1] with x0 <= x1 and y0 <= y1 (PIL rejects flipped boxes, which tiny
+    objects and random sizes can produce)."""
+    x0, y0, x1, y1 = (float(v) for v in xy)
+    return [min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)]
+
+
+def _rect(d: ImageDraw.ImageDraw, xy, **kw) -> None:
+    d.rectangle(_ordered(xy), **kw)
+
+
+def _ell(d: ImageDraw.ImageDraw, xy, **kw) -> None:
+    d.ellipse(_ordered(xy), **kw)
+
+
+def _rrect(d: ImageDraw.ImageDraw, xy, **kw) -> None:
+    d.rounded_rectangle(_ordered(xy), **kw)
 
 
 def _texture(kind: str, shape: tuple[int, int], period: float) -> np.ndarray:
@@ -459,17 +558,28 @@ def render_figure(
     """
     parts = draw_figure_parts(app, pose, height)
     lut = np.zeros((_NUM_PARTS, 3), np.float32)
-    for part, col in ((_SKIN, app.skin), (_HAIR, app.hair), (_TOP, app.top), (_SLEEVE, app.top),
-                      (_BOTTOM, app.bottom), (_SHOES, app.shoes), (_BAG, app.bag_colour),
-                      (_HAT, app.hat), (_FEATURE, (25, 20, 20))):
+    for part, col in (
+        (_SKIN, app.skin),
+        (_HAIR, app.hair),
+        (_TOP, app.top),
+        (_SLEEVE, app.top),
+        (_BOTTOM, app.bottom),
+        (_SHOES, app.shoes),
+        (_BAG, app.bag_colour),
+        (_HAT, app.hat),
+        (_FEATURE, (25, 20, 20)),
+    ):
         lut[part] = col if flat is None else flat
     rgb = lut[parts]
     if flat is None:
         period = app.texture_period * height
-        for part, kind, alt in ((_TOP, app.top_texture, app.top_alt),
-                                (_BOTTOM, app.bottom_texture, app.bottom_alt)):
+        for part, kind, alt in (
+            (_TOP, app.top_texture, app.top_alt),
+            (_BOTTOM, app.bottom_texture, app.bottom_alt),
+        ):
             sel = _texture(kind, parts.shape, period) & (
-                (parts == part) | ((parts == _SLEEVE) & (part == _TOP)))
+                (parts == part) | ((parts == _SLEEVE) & (part == _TOP))
+            )
             rgb[sel] = alt
     mask = parts > 0
     h, w = parts.shape
@@ -527,8 +637,8 @@ def _paste(canvas: np.ndarray, inst_map: np.ndarray, layer: _Layer) -> None:
     cx0, cy0, cx1, cy1 = max(0, x0), max(0, y0), min(W, x0 + w), min(H, y0 + h)
     if cx0 >= cx1 or cy0 >= cy1:
         return
-    m = layer.mask[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0]
-    src = layer.rgb[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0]
+    m = layer.mask[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
+    src = layer.rgb[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
     dst = canvas[cy0:cy1, cx0:cx1]
     if layer.alpha >= 1.0:
         dst[m] = src[m]
@@ -542,7 +652,7 @@ class _Patch:
     """An RGBA PIL surface for one object; pixels with alpha > 0 belong to the object."""
 
     def __init__(self, w: float, h: float):
-        self.w, self.h = max(1, int(math.ceil(w))), max(1, int(math.ceil(h)))
+        self.w, self.h = max(1, math.ceil(w)), max(1, math.ceil(h))
         self.img = Image.new("RGBA", (self.w, self.h), (0, 0, 0, 0))
         self.draw = ImageDraw.Draw(self.img)
 
@@ -553,7 +663,7 @@ class _Patch:
             # Cylindrical shading: objects look round/solid rather than cut-outs.
             u = (np.arange(self.w, dtype=np.float32) + 0.5) / self.w * 2.0 - 1.0
             rgb *= (1.0 - 0.25 * u**2)[None, :, None]
-        return _Layer(rgb.astype(np.uint8), a[..., 3] > 0, int(round(x0)), int(round(y0)), **kw)
+        return _Layer(rgb.astype(np.uint8), a[..., 3] > 0, round(x0), round(y0), **kw)
 
 
 def _c(rgb, a: int = 255) -> tuple[int, int, int, int]:
@@ -564,10 +674,26 @@ def _rand_colour(rng, palette) -> tuple[int, int, int]:
     return _jitter_colour(rng, palette, 10.0)
 
 
-_BUILDING_COLOURS = ((200, 185, 160), (170, 160, 150), (150, 80, 60), (120, 110, 105),
-                     (220, 215, 205), (90, 90, 95), (185, 140, 100), (140, 150, 160))
-_CAR_COLOURS = ((200, 200, 205), (30, 30, 35), (140, 20, 25), (40, 60, 110), (120, 120, 125),
-                (230, 230, 225), (60, 70, 60), (180, 150, 60))
+_BUILDING_COLOURS = (
+    (200, 185, 160),
+    (170, 160, 150),
+    (150, 80, 60),
+    (120, 110, 105),
+    (220, 215, 205),
+    (90, 90, 95),
+    (185, 140, 100),
+    (140, 150, 160),
+)
+_CAR_COLOURS = (
+    (200, 200, 205),
+    (30, 30, 35),
+    (140, 20, 25),
+    (40, 60, 110),
+    (120, 120, 125),
+    (230, 230, 225),
+    (60, 70, 60),
+    (180, 150, 60),
+)
 _METAL = ((70, 75, 80), (40, 45, 50), (110, 115, 120), (60, 90, 70))
 
 
@@ -582,15 +708,19 @@ def _draw_background(rng, cfg: RenderConfig, lay: _Layout) -> tuple[np.ndarray, 
     img = Image.new("RGB", (W, H))
     d = ImageDraw.Draw(img)
     # Sky: vertical gradient.
-    top = np.array(_rand_colour(rng, ((120, 160, 210), (170, 180, 190), (200, 200, 205))), np.float32)
-    low = np.array(_rand_colour(rng, ((210, 220, 230), (230, 225, 210), (190, 195, 200))), np.float32)
+    top = np.array(
+        _rand_colour(rng, ((120, 160, 210), (170, 180, 190), (200, 200, 205))), np.float32
+    )
+    low = np.array(
+        _rand_colour(rng, ((210, 220, 230), (230, 225, 210), (190, 195, 200))), np.float32
+    )
     t = np.linspace(0.0, 1.0, H, dtype=np.float32)[:, None]
-    sky = (top * (1 - t) + low * t).astype(np.uint8)[:, None, :]
-    img.paste(Image.fromarray(np.repeat(sky, W, axis=1)))
+    sky = (top * (1 - t) + low * t).astype(np.uint8)[:, None, :]  # one column, stretched
+    img.paste(Image.fromarray(sky).resize((W, H), Image.NEAREST))
     # Street: sidewalk everywhere, a road wedge from the vanishing point, lane marks, curbs.
     hz, vx = lay.horizon, lay.vanish_x
     walk = _rand_colour(rng, ((170, 165, 155), (150, 150, 150), (185, 175, 160), (140, 130, 120)))
-    d.rectangle([0, hz, W, H], fill=walk)
+    _rect(d, [0, hz, W, H], fill=walk)
     # Paving joints: rows spaced by perspective, columns converging to the vanishing point.
     for i in range(1, 40):
         y = hz + (H - hz) * (i / 40.0) ** 2
@@ -621,12 +751,36 @@ def _draw_background(rng, cfg: RenderConfig, lay: _Layout) -> tuple[np.ndarray, 
                 quad.append((xl + (xr - xl) * u, hz + (H - hz) * t))
             d.polygon(quad, fill=(225, 225, 220))
     facades = _draw_facades(rng, cfg, lay, d)
-    return np.array(img), facades
+    canvas = np.array(img)
+    _paint_windows(canvas, facades)
+    return canvas, facades
+
+
+def _paint_windows(canvas: np.ndarray, facades: list[dict]) -> None:
+    """Window grids of the facades, as row x column masks (thousands of PIL rectangles were
+    the slowest part of the background)."""
+    H, W = canvas.shape[:2]
+
+    def band(starts, size, n):
+        mask = np.zeros(n, bool)
+        for a in starts:
+            mask[max(0, round(a)) : max(0, min(n, round(a + size)))] = True
+        return mask
+
+    for fac in facades:
+        g = fac["windows"]
+        if not len(g["xs"]) or not len(g["ys"]):
+            continue
+        if g["frame"] is not None:  # 1 px light frame around each pane
+            rows = band([y - 1 for y in g["ys"]], g["h"] + 2, H)
+            cols = band([x - 1 for x in g["xs"]], g["w"] + 2, W)
+            canvas[np.ix_(rows, cols)] = g["frame"]
+        canvas[np.ix_(band(g["ys"], g["h"], H), band(g["xs"], g["w"], W))] = g["glass"]
 
 
 def _draw_facades(rng, cfg: RenderConfig, lay: _Layout, d: ImageDraw.ImageDraw) -> list[dict]:
     """Far building fronts along the horizon with windows, shops, doors and textures."""
-    H, W = cfg.image_height, cfg.image_width
+    W = cfg.image_width
     p_far = max(4.0, lay.person_height(lay.base_y + 2))  # person height at the facades
     facades = []
     x = -rng.uniform(0, 50) * cfg.scale
@@ -635,7 +789,7 @@ def _draw_facades(rng, cfg: RenderConfig, lay: _Layout, d: ImageDraw.ImageDraw) 
         ftop = rng.uniform(-0.15, 0.75) * lay.horizon
         col = _rand_colour(rng, _BUILDING_COLOURS)
         box = [x, ftop, x + fw, lay.base_y]
-        d.rectangle(box, fill=col)
+        _rect(d, box, fill=col)
         kind = rng.integers(3)
         dark = tuple(int(c * 0.82) for c in col)
         if kind == 0:  # brick courses
@@ -651,12 +805,19 @@ def _draw_facades(rng, cfg: RenderConfig, lay: _Layout, d: ImageDraw.ImageDraw) 
         glass = _rand_colour(rng, ((60, 80, 100), (40, 50, 60), (90, 110, 130), (30, 35, 40)))
         col_w = p_far * rng.uniform(1.0, 1.6)
         win_w, win_h = col_w * rng.uniform(0.4, 0.7), floor_h * rng.uniform(0.4, 0.65)
-        y = ground_top - floor_h
+        # Upper floors: a regular window grid, painted later by `_paint_windows`.
+        ys, y = [], ground_top - floor_h
         while y > ftop + floor_h * 0.2:
-            for xx in np.arange(x + col_w * 0.3, x + fw - win_w, col_w):
-                d.rectangle([xx, y + floor_h * 0.2, xx + win_w, y + floor_h * 0.2 + win_h],
-                            fill=glass, outline=(230, 230, 225) if win_h > 6 else None)
+            ys.append(y + floor_h * 0.2)
             y -= floor_h
+        windows = {
+            "xs": np.arange(x + col_w * 0.3, x + fw - win_w, col_w).tolist(),
+            "ys": ys,
+            "w": win_w,
+            "h": win_h,
+            "glass": glass,
+            "frame": (230, 230, 225) if win_h > 6 else None,
+        }
         shops = []
         if ground_top > ftop:  # ground floor: shop windows and doors
             sx = x + rng.uniform(0.05, 0.3) * fw
@@ -665,12 +826,15 @@ def _draw_facades(rng, cfg: RenderConfig, lay: _Layout, d: ImageDraw.ImageDraw) 
                 if sx + sw > x + fw:
                     break
                 shop = [sx, ground_top + floor_h * 0.15, sx + sw, lay.base_y]
-                d.rectangle(shop, fill=glass, outline=(50, 50, 50))
+                _rect(d, shop, fill=glass, outline=(50, 50, 50))
                 shops.append(shop)
                 sx += sw + p_far * rng.uniform(0.5, 2.0)
-            d.rectangle([x, ground_top - 2, x + fw, ground_top + 1],
-                        fill=_rand_colour(rng, _CLOTH_COLOURS))  # awning / sign band
-        facades.append({"box": box, "shops": shops, "colour": col})
+            _rect(
+                d,
+                [x, ground_top - 2, x + fw, ground_top + 1],
+                fill=_rand_colour(rng, _CLOTH_COLOURS),
+            )  # awning / sign band
+        facades.append({"box": box, "shops": shops, "colour": col, "windows": windows})
         d.line([x, ftop, x, lay.base_y], fill=(60, 60, 60), width=1)
         x += fw
     return facades
@@ -684,19 +848,20 @@ def _draw_facades(rng, cfg: RenderConfig, lay: _Layout, d: ImageDraw.ImageDraw) 
 def _obj_pole(rng, p: float, x: float, foot: float) -> _Layer:
     """Street lamp or sign post: a tall thin vertical, the classic pedestrian false positive."""
     h, w = p * rng.uniform(2.0, 3.2), max(2.0, p * rng.uniform(0.035, 0.06))
-    patch = _Patch(max(w * 8, p * 0.5), h)
+    h = min(h, foot + 2.0)  # what sticks out above the image is never seen; don't draw it
+    patch = _Patch(max(w * 8, p * 0.4), h)
     cx = patch.w / 2
     metal = _rand_colour(rng, _METAL)
-    patch.draw.rectangle([cx - w / 2, 0, cx + w / 2, h], fill=_c(metal))
+    _rect(patch.draw, [cx - w / 2, 0, cx + w / 2, h], fill=_c(metal))
     if rng.random() < 0.5:  # sign
         sy, ss = h * rng.uniform(0.2, 0.5), p * rng.uniform(0.2, 0.35)
         sc = _rand_colour(rng, ((200, 30, 30), (30, 80, 180), (230, 200, 40), (240, 240, 240)))
         if rng.random() < 0.5:
-            patch.draw.ellipse([cx - ss / 2, sy, cx + ss / 2, sy + ss], fill=_c(sc))
+            _ell(patch.draw, [cx - ss / 2, sy, cx + ss / 2, sy + ss], fill=_c(sc))
         else:
-            patch.draw.rectangle([cx - ss / 2, sy, cx + ss / 2, sy + ss * 0.8], fill=_c(sc))
+            _rect(patch.draw, [cx - ss / 2, sy, cx + ss / 2, sy + ss * 0.8], fill=_c(sc))
     else:  # lamp head
-        patch.draw.rectangle([cx - w * 3, 0, cx + w * 0.5, w * 1.5], fill=_c(metal))
+        _rect(patch.draw, [cx - w * 3, 0, cx + w * 0.5, w * 1.5], fill=_c(metal))
     return patch.layer(x - cx, foot - h)
 
 
@@ -704,13 +869,16 @@ def _obj_tree(rng, p: float, x: float, foot: float) -> _Layer:
     trunk_h, crown = p * rng.uniform(1.0, 1.6), p * rng.uniform(0.5, 0.9)
     patch = _Patch(crown * 2, trunk_h + crown * 1.6)
     cx = patch.w / 2
-    patch.draw.rectangle([cx - p * 0.05, crown, cx + p * 0.05, patch.h],
-                         fill=_c(_rand_colour(rng, ((80, 60, 40), (60, 50, 40)))))
+    _rect(
+        patch.draw,
+        [cx - p * 0.05, crown, cx + p * 0.05, patch.h],
+        fill=_c(_rand_colour(rng, ((80, 60, 40), (60, 50, 40)))),
+    )
     green = _rand_colour(rng, ((60, 100, 50), (40, 80, 40), (90, 120, 60)))
     for _ in range(6):
         ox, oy, rr = rng.normal(0, crown * 0.3), rng.normal(crown * 0.9, crown * 0.25), crown * 0.6
         shade = tuple(int(c * rng.uniform(0.8, 1.15)) for c in green)
-        patch.draw.ellipse([cx + ox - rr, oy - rr, cx + ox + rr, oy + rr], fill=_c(shade))
+        _ell(patch.draw, [cx + ox - rr, oy - rr, cx + ox + rr, oy + rr], fill=_c(shade))
     return patch.layer(x - cx, foot - patch.h, shade=False)
 
 
@@ -718,8 +886,8 @@ def _obj_bin(rng, p: float, x: float, foot: float) -> _Layer:
     h, w = p * rng.uniform(0.45, 0.6), p * rng.uniform(0.22, 0.32)
     patch = _Patch(w * 1.1, h)
     col = _rand_colour(rng, ((40, 90, 50), (60, 60, 65), (30, 60, 120), (150, 120, 40)))
-    patch.draw.rectangle([w * 0.05, h * 0.12, w * 1.05, h], fill=_c(col))
-    patch.draw.rectangle([0, 0, w * 1.1, h * 0.14], fill=_c(tuple(int(c * 0.7) for c in col)))
+    _rect(patch.draw, [w * 0.05, h * 0.12, w * 1.05, h], fill=_c(col))
+    _rect(patch.draw, [0, 0, w * 1.1, h * 0.14], fill=_c(tuple(int(c * 0.7) for c in col)))
     return patch.layer(x - w * 0.55, foot - h)
 
 
@@ -731,37 +899,51 @@ def _obj_bollards(rng, p: float, x: float, foot: float) -> list[_Layer]:
     for i in range(n):
         h, w = p * 0.45, max(2.0, p * 0.09)
         patch = _Patch(w, h)
-        patch.draw.rectangle([0, h * 0.1, w, h], fill=_c(col))
-        patch.draw.ellipse([0, 0, w, h * 0.2], fill=_c(col))
-        patch.draw.rectangle([0, h * 0.2, w, h * 0.27], fill=(230, 230, 230, 255))
+        _rect(patch.draw, [0, h * 0.1, w, h], fill=_c(col))
+        _ell(patch.draw, [0, 0, w, h * 0.2], fill=_c(col))
+        _rect(patch.draw, [0, h * 0.2, w, h * 0.27], fill=(230, 230, 230, 255))
         layers.append(patch.layer(x + i * gap, foot - h))
     return layers
 
 
 def _obj_pillar(rng, p: float, x: float, foot: float) -> _Layer:
     h, w = p * rng.uniform(2.5, 4.5), p * rng.uniform(0.18, 0.3)
+    h = min(h, foot + 2.0)  # clipped at the image top anyway
     patch = _Patch(w, h)
     col = _rand_colour(rng, _BUILDING_COLOURS)
-    patch.draw.rectangle([0, 0, w, h], fill=_c(col))
+    _rect(patch.draw, [0, 0, w, h], fill=_c(col))
     if rng.random() < 0.5:  # advertising column band
-        patch.draw.rectangle([0, h * 0.6, w, h * 0.8],
-                             fill=_c(_rand_colour(rng, _CLOTH_COLOURS)))
+        _rect(patch.draw, [0, h * 0.6, w, h * 0.8], fill=_c(_rand_colour(rng, _CLOTH_COLOURS)))
     return patch.layer(x - w / 2, foot - h)
 
 
 def _obj_mannequin(rng, p: float, x: float, foot: float) -> _Layer:
     """Dress form on a stand: a human torso silhouette without head, arms or legs."""
-    h = p * rng.uniform(0.8, 1.0)
-    w = p * 0.3
+    h = p * rng.uniform(0.75, 0.95)
+    w = p * 0.24
     patch = _Patch(w, h)
     col = _rand_colour(rng, ((230, 220, 200), (30, 30, 30), (240, 240, 240), (190, 160, 130)))
     cx, d = w / 2, patch.draw
-    d.ellipse([cx - w * 0.1, 0, cx + w * 0.1, h * 0.07], fill=_c(col))  # neck knob
-    d.polygon([(cx - w * 0.45, h * 0.08), (cx + w * 0.45, h * 0.08), (cx + w * 0.3, h * 0.3),
-               (cx + w * 0.45, h * 0.5), (cx - w * 0.45, h * 0.5), (cx - w * 0.3, h * 0.3)],
-              fill=_c(col))
-    d.line([cx, h * 0.5, cx, h * 0.95], fill=(50, 50, 50, 255), width=max(1, int(w * 0.06)))
-    d.polygon([(cx - w * 0.35, h), (cx + w * 0.35, h), (cx, h * 0.9)], fill=(50, 50, 50, 255))
+    _ell(d, [cx - w * 0.09, 0, cx + w * 0.09, h * 0.06], fill=_c(col))  # neck knob
+    # Shoulders, chest, waist, hips: an hourglass torso over the top 45% of the height.
+    body = [
+        (-0.2, 0.05),
+        (0.2, 0.05),
+        (0.46, 0.1),
+        (0.44, 0.2),
+        (0.3, 0.3),
+        (0.42, 0.4),
+        (0.38, 0.45),
+        (-0.38, 0.45),
+        (-0.42, 0.4),
+        (-0.3, 0.3),
+        (-0.44, 0.2),
+        (-0.46, 0.1),
+    ]
+    d.polygon([(cx + u * w, v * h) for u, v in body], fill=_c(col))
+    stand = (50, 50, 50, 255)
+    d.line([cx, h * 0.45, cx, h * 0.97], fill=stand, width=max(1, int(w * 0.05)))
+    d.polygon([(cx - w * 0.3, h), (cx + w * 0.3, h), (cx, h * 0.93)], fill=stand)
     return patch.layer(x - cx, foot - h)
 
 
@@ -770,9 +952,9 @@ def _obj_hydrant(rng, p: float, x: float, foot: float) -> _Layer:
     patch = _Patch(w * 1.6, h)
     cx, d = patch.w / 2, patch.draw
     col = _rand_colour(rng, ((190, 30, 30), (220, 190, 40), (60, 60, 60)))
-    d.rectangle([cx - w / 2, h * 0.2, cx + w / 2, h], fill=_c(col))
-    d.ellipse([cx - w / 2, 0, cx + w / 2, h * 0.35], fill=_c(col))
-    d.rectangle([cx - w * 0.8, h * 0.35, cx + w * 0.8, h * 0.48], fill=_c(col))
+    _rect(d, [cx - w / 2, h * 0.2, cx + w / 2, h], fill=_c(col))
+    _ell(d, [cx - w / 2, 0, cx + w / 2, h * 0.35], fill=_c(col))
+    _rect(d, [cx - w * 0.8, h * 0.35, cx + w * 0.8, h * 0.48], fill=_c(col))
     return patch.layer(x - cx, foot - h)
 
 
@@ -784,19 +966,27 @@ def _obj_car(rng, p: float, x: float, foot: float) -> _Layer:
     col = _rand_colour(rng, _CAR_COLOURS)
     glass = (50, 60, 75, 255)
     wheel_r = h * 0.2
-    d.rounded_rectangle([0, h * 0.38, L, h - wheel_r * 0.6], radius=max(1, int(h * 0.1)),
-                        fill=_c(col))
-    d.polygon([(L * 0.2, h * 0.4), (L * 0.3, h * 0.02), (L * 0.72, h * 0.02), (L * 0.85, h * 0.4)],
-              fill=_c(col))
-    d.polygon([(L * 0.25, h * 0.38), (L * 0.33, h * 0.08), (L * 0.49, h * 0.08), (L * 0.49, h * 0.38)],
-              fill=glass)
-    d.polygon([(L * 0.52, h * 0.38), (L * 0.52, h * 0.08), (L * 0.7, h * 0.08), (L * 0.8, h * 0.38)],
-              fill=glass)
+    _rrect(d, [0, h * 0.38, L, h - wheel_r * 0.6], radius=max(1, int(h * 0.1)), fill=_c(col))
+    d.polygon(
+        [(L * 0.2, h * 0.4), (L * 0.3, h * 0.02), (L * 0.72, h * 0.02), (L * 0.85, h * 0.4)],
+        fill=_c(col),
+    )
+    d.polygon(
+        [(L * 0.25, h * 0.38), (L * 0.33, h * 0.08), (L * 0.49, h * 0.08), (L * 0.49, h * 0.38)],
+        fill=glass,
+    )
+    d.polygon(
+        [(L * 0.52, h * 0.38), (L * 0.52, h * 0.08), (L * 0.7, h * 0.08), (L * 0.8, h * 0.38)],
+        fill=glass,
+    )
     for wx in (L * 0.2, L * 0.8):
-        d.ellipse([wx - wheel_r, h - 2 * wheel_r, wx + wheel_r, h], fill=(20, 20, 20, 255))
-        d.ellipse([wx - wheel_r * 0.5, h - 1.5 * wheel_r, wx + wheel_r * 0.5, h - 0.5 * wheel_r],
-                  fill=(150, 150, 155, 255))
-    d.rectangle([L * 0.96, h * 0.45, L, h * 0.55], fill=(240, 220, 150, 255))
+        _ell(d, [wx - wheel_r, h - 2 * wheel_r, wx + wheel_r, h], fill=(20, 20, 20, 255))
+        _ell(
+            d,
+            [wx - wheel_r * 0.5, h - 1.5 * wheel_r, wx + wheel_r * 0.5, h - 0.5 * wheel_r],
+            fill=(150, 150, 155, 255),
+        )
+    _rect(d, [L * 0.96, h * 0.45, L, h * 0.55], fill=(240, 220, 150, 255))
     return patch.layer(x - L / 2, foot - h, shade=False)
 
 
@@ -807,10 +997,10 @@ def _obj_railing(rng, p: float, x: float, foot: float) -> _Layer:
     col = _c(_rand_colour(rng, _METAL))
     bar = max(1, int(p * 0.03))
     for yy in (0.0, 0.45):
-        patch.draw.rectangle([0, h * yy, L, h * yy + bar], fill=col)
+        _rect(patch.draw, [0, h * yy, L, h * yy + bar], fill=col)
     step = max(bar * 3, p * rng.uniform(0.08, 0.3))
     for xx in np.arange(0, L, step):
-        patch.draw.rectangle([xx, 0, xx + bar, h], fill=col)
+        _rect(patch.draw, [xx, 0, xx + bar, h], fill=col)
     return patch.layer(x - L / 2, foot - h, shade=False)
 
 
@@ -818,20 +1008,32 @@ def _obj_planter(rng, p: float, x: float, foot: float) -> _Layer:
     L, h = p * rng.uniform(0.8, 1.8), p * rng.uniform(0.35, 0.55)
     patch = _Patch(L, h)
     d = patch.draw
-    d.rectangle([0, h * 0.45, L, h], fill=_c(_rand_colour(rng, ((120, 110, 100), (90, 70, 50)))))
+    _rect(d, [0, h * 0.45, L, h], fill=_c(_rand_colour(rng, ((120, 110, 100), (90, 70, 50)))))
     green = _rand_colour(rng, ((50, 100, 45), (70, 110, 50)))
     for i in range(int(L / max(1.0, h * 0.3)) + 1):
         rr = h * 0.3
-        d.ellipse([i * h * 0.3 - rr * 0.2, 0, i * h * 0.3 + rr * 1.2, h * 0.6], fill=_c(green))
+        _ell(d, [i * h * 0.3 - rr * 0.2, 0, i * h * 0.3 + rr * 1.2, h * 0.6], fill=_c(green))
     return patch.layer(x - L / 2, foot - h, shade=False)
 
 
 _DISTRACTORS = (
-    (_obj_pole, 0.25), (_obj_tree, 0.12), (_obj_bin, 0.12), (_obj_bollards, 0.12),
-    (_obj_pillar, 0.08), (_obj_mannequin, 0.12), (_obj_hydrant, 0.09), (_obj_planter, 0.1),
+    (_obj_pole, 0.25),
+    (_obj_tree, 0.12),
+    (_obj_bin, 0.12),
+    (_obj_bollards, 0.12),
+    (_obj_pillar, 0.08),
+    (_obj_mannequin, 0.12),
+    (_obj_hydrant, 0.09),
+    (_obj_planter, 0.1),
 )
-_OCCLUDERS = ((_obj_car, 0.35), (_obj_railing, 0.2), (_obj_bin, 0.15), (_obj_planter, 0.15),
-              (_obj_bollards, 0.05), (_obj_pole, 0.1))
+_OCCLUDERS = (
+    (_obj_car, 0.35),
+    (_obj_railing, 0.2),
+    (_obj_bin, 0.15),
+    (_obj_planter, 0.15),
+    (_obj_bollards, 0.05),
+    (_obj_pole, 0.1),
+)
 
 
 def _pick(rng, table):
@@ -903,11 +1105,11 @@ def _place_person(cfg: RenderConfig, lay: _Layout, cx: float, foot: float, size_
     H, W = cfg.image_height, cfg.image_width
     foot = min(max(foot, lay.base_y + 1.0), float(H))
     h = lay.person_height(foot) * size_mult
-    h = int(round(min(max(h, cfg.min_height), cfg.max_height, foot)))
+    h = round(min(max(h, cfg.min_height), cfg.max_height, foot))
     w = figure_width(h)
-    foot_i = int(round(foot))
+    foot_i = round(foot)
     y0 = min(max(foot_i - h, 0), H - h)
-    x0 = int(round(cx - w / 2.0))
+    x0 = round(cx - w / 2.0)
     x0 = min(max(x0, 0), W - w)
     return x0, y0, h, w
 
@@ -956,19 +1158,20 @@ def _sample_crowd(rng, cfg: RenderConfig, lay: _Layout, n_target: int) -> list[t
     return out
 
 
-def _person_entity(rng, cfg, lay, inst, app, cx, foot, mult, light, label=LABEL_PEDESTRIAN):
+def _person_entity(rng, cfg, lay, inst, app, cx, foot, mult, light) -> _Entity:
+    """An annotated pedestrian of identity `app` at (cx, foot) in a random pose."""
     x0, y0, h, w = _place_person(cfg, lay, cx, foot, mult)
     rgb, mask = render_figure(app, sample_pose(rng), h, light)
     return _Entity(
         foot=float(y0 + h),
         layers=[_Layer(rgb, mask, x0, y0, inst)],
-        label=label,
-        person_id=app.person_id if label == LABEL_PEDESTRIAN else -1,
+        label=LABEL_PEDESTRIAN,
+        person_id=app.person_id,
         full_box=(x0, y0, x0 + w, y0 + h),
     )
 
 
-def _group_entity(rng, cfg, lay, inst, light) -> _Entity | None:
+def _group_entity(rng, cfg, lay, inst, light) -> _Entity:
     """A dense far-away cluster of small people annotated by one 'group' box (ignored)."""
     s = cfg.scale
     h0 = rng.uniform(max(cfg.min_height, 18 * s), 50 * s)
@@ -1004,12 +1207,15 @@ def _ad_panel_entity(rng, cfg, lay, inst, light) -> _Entity:
     patch = _Patch(pw, ph)
     frame = _c(_rand_colour(rng, _METAL))
     bg = _c(_rand_colour(rng, _CLOTH_COLOURS + ((250, 250, 245),) * 4))
-    patch.draw.rectangle([0, 0, pw, ph], fill=frame)
+    _rect(patch.draw, [0, 0, pw, ph], fill=frame)
     m = max(1.0, pw * 0.06)
-    patch.draw.rectangle([m, m, pw - m, ph * 0.9], fill=bg)
+    _rect(patch.draw, [m, m, pw - m, ph * 0.9], fill=bg)
     for j in range(3):  # text lines
-        patch.draw.rectangle([m * 2, ph * (0.05 + 0.04 * j), pw * rng.uniform(0.4, 0.9),
-                              ph * (0.07 + 0.04 * j)], fill=(20, 20, 20, 255))
+        _rect(
+            patch.draw,
+            [m * 2, ph * (0.05 + 0.04 * j), pw * rng.uniform(0.4, 0.9), ph * (0.07 + 0.04 * j)],
+            fill=(20, 20, 20, 255),
+        )
     y_panel = max(0.0, foot - ph)
     panel = patch.layer(x, y_panel, shade=False)
     # The printed person: 70% of the panel, inside the poster area.
@@ -1017,12 +1223,16 @@ def _ad_panel_entity(rng, cfg, lay, inst, light) -> _Entity:
     app = make_appearance(int(rng.integers(cfg.num_identities)), cfg.identity_seed)
     rgb, mask = render_figure(app, sample_pose(rng), fh, light)
     fw = mask.shape[1]
-    fx0 = int(round(x + (pw - fw) / 2))
-    fy0 = int(round(y_panel + ph * 0.88 - fh))
+    fx0 = round(x + (pw - fw) / 2)
+    fy0 = round(y_panel + ph * 0.88 - fh)
     fy0 = min(max(fy0, 0), H - fh)
     fx0 = min(max(fx0, 0), W - fw)
-    return _Entity(foot=y_panel + ph, layers=[panel, _Layer(rgb, mask, fx0, fy0, inst)],
-                   label=LABEL_IGNORE_REGION, full_box=(fx0, fy0, fx0 + fw, fy0 + fh))
+    return _Entity(
+        foot=y_panel + ph,
+        layers=[panel, _Layer(rgb, mask, fx0, fy0, inst)],
+        label=LABEL_IGNORE_REGION,
+        full_box=(fx0, fy0, fx0 + fw, fy0 + fh),
+    )
 
 
 def _glass_entity(rng, cfg, lay, inst, light) -> _Entity:
@@ -1035,8 +1245,13 @@ def _glass_entity(rng, cfg, lay, inst, light) -> _Entity:
     y0 = max(0.0, foot - gh)
     patch = _Patch(gw, gh)
     tint = _rand_colour(rng, ((120, 150, 170), (100, 120, 130), (150, 170, 180)))
-    patch.draw.rectangle([0, 0, gw, gh], fill=_c(tint), outline=(60, 60, 65, 255),
-                         width=max(1, int(p * 0.03)))
+    _rect(
+        patch.draw,
+        [0, 0, gw, gh],
+        fill=_c(tint),
+        outline=(60, 60, 65, 255),
+        width=max(1, int(p * 0.03)),
+    )
     glass = patch.layer(x, y0, shade=False, alpha=0.8)
     fh = max(int(cfg.min_height), int(p * rng.uniform(0.7, 0.95)))
     fh = min(fh, H)
@@ -1046,8 +1261,12 @@ def _glass_entity(rng, cfg, lay, inst, light) -> _Entity:
     fx0 = int(min(max(round(x + rng.uniform(0.1, 0.9) * gw - fw / 2), 0), W - fw))
     fy0 = int(min(max(round(y0 + gh * 0.95 - fh), 0), H - fh))
     refl = _Layer(rgb, mask, fx0, fy0, inst, alpha=0.4)
-    return _Entity(foot=y0 + gh, layers=[glass, refl], label=LABEL_IGNORE_REGION,
-                   full_box=(fx0, fy0, fx0 + fw, fy0 + fh))
+    return _Entity(
+        foot=y0 + gh,
+        layers=[glass, refl],
+        label=LABEL_IGNORE_REGION,
+        full_box=(fx0, fy0, fx0 + fw, fy0 + fh),
+    )
 
 
 def _facade_fake_humans(rng, cfg, lay, facades, next_inst, light) -> list[_Entity]:
@@ -1063,19 +1282,29 @@ def _facade_fake_humans(rng, cfg, lay, facades, next_inst, light) -> list[_Entit
             if top_max > top_min and x2 - x1 > pw + 4 and x1 >= 0 and x2 <= cfg.image_width:
                 px0, py0 = rng.uniform(x1 + 2, x2 - pw - 2), rng.uniform(top_min, top_max)
                 patch = _Patch(pw, ph)
-                patch.draw.rectangle([0, 0, pw, ph], fill=_c(_rand_colour(rng, _CLOTH_COLOURS)),
-                                     outline=(30, 30, 30, 255))
+                _rect(
+                    patch.draw,
+                    [0, 0, pw, ph],
+                    fill=_c(_rand_colour(rng, _CLOTH_COLOURS)),
+                    outline=(30, 30, 30, 255),
+                )
                 layers = [patch.layer(px0, py0, shade=False)]
                 fh = int(ph * 0.85)
                 if fh >= cfg.min_height:
                     app = make_appearance(int(rng.integers(cfg.num_identities)), cfg.identity_seed)
                     rgb, mask = render_figure(app, sample_pose(rng), fh, light)
-                    fx0 = int(round(px0 + pw * rng.uniform(0.1, 0.5)))
+                    fx0 = round(px0 + pw * rng.uniform(0.1, 0.5))
                     fx0 = min(fx0, cfg.image_width - mask.shape[1])
-                    fy0 = int(round(py0 + ph * 0.1))
+                    fy0 = round(py0 + ph * 0.1)
                     layers.append(_Layer(rgb, mask, fx0, fy0, next_inst))
-                    out.append(_Entity(foot=-1.0, layers=layers, label=LABEL_IGNORE_REGION,
-                                       full_box=(fx0, fy0, fx0 + mask.shape[1], fy0 + fh)))
+                    out.append(
+                        _Entity(
+                            foot=-1.0,
+                            layers=layers,
+                            label=LABEL_IGNORE_REGION,
+                            full_box=(fx0, fy0, fx0 + mask.shape[1], fy0 + fh),
+                        )
+                    )
                     next_inst += 1
                 else:
                     out.append(_Entity(foot=-1.0, layers=layers))
@@ -1089,13 +1318,18 @@ def _facade_fake_humans(rng, cfg, lay, facades, next_inst, light) -> list[_Entit
                 fw = mask.shape[1]
                 if shop[2] - shop[0] <= fw + 1:
                     continue
-                fx0 = int(round(rng.uniform(shop[0], shop[2] - fw)))
-                fy0 = int(round(shop[3] - fh - 1))
+                fx0 = round(rng.uniform(shop[0], shop[2] - fw))
+                fy0 = round(shop[3] - fh - 1)
                 if fx0 < 0 or fx0 + fw > cfg.image_width or fy0 < 0:
                     continue
-                out.append(_Entity(foot=-1.0, layers=[_Layer(rgb, mask, fx0, fy0, next_inst, 0.35)],
-                                   label=LABEL_IGNORE_REGION,
-                                   full_box=(fx0, fy0, fx0 + fw, fy0 + fh)))
+                out.append(
+                    _Entity(
+                        foot=-1.0,
+                        layers=[_Layer(rgb, mask, fx0, fy0, next_inst, 0.35)],
+                        label=LABEL_IGNORE_REGION,
+                        full_box=(fx0, fy0, fx0 + fw, fy0 + fh),
+                    )
+                )
                 next_inst += 1
     return out
 
@@ -1145,7 +1379,7 @@ def _apply_lighting(rng, img: np.ndarray, scale: float) -> np.ndarray:
     field = np.asarray(field_img.resize((W, H), Image.BILINEAR))
     # Luminance noise, uniform with std sigma (one draw per pixel, not per channel). The field
     # stays within [128 - 59, 128 + 14], so the uint8 sum cannot wrap.
-    half = int(round(float(rng.uniform(1.5, 6.0)) * math.sqrt(3.0)))
+    half = round(float(rng.uniform(1.5, 6.0)) * math.sqrt(3.0))
     noise = rng.integers(0, 2 * half + 1, (H, W), dtype=np.uint8)
     total = Image.fromarray(field + noise, mode="L")  # centred on 128 + half
     out = ImageChops.add(out, Image.merge("RGB", (total,) * 3), scale=1.0, offset=-128 - half)
@@ -1157,8 +1391,11 @@ def visible_boxes(instance_map: np.ndarray, ids) -> dict[int, np.ndarray | None]
     out = {}
     for i in ids:
         ys, xs = np.nonzero(instance_map == i)
-        out[i] = None if ys.size == 0 else np.array(
-            [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float64)
+        out[i] = (
+            None
+            if ys.size == 0
+            else np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float64)
+        )
     return out
 
 
@@ -1169,8 +1406,13 @@ def _visible_boxes_in(instance_map: np.ndarray, entities: list[_Entity]) -> dict
         inst = e.layers[-1].inst
         x1, y1, x2, y2 = (int(v) for v in e.full_box)
         ys, xs = np.nonzero(instance_map[y1:y2, x1:x2] == inst)
-        out[inst] = None if ys.size == 0 else np.array(
-            [x1 + xs.min(), y1 + ys.min(), x1 + xs.max() + 1, y1 + ys.max() + 1], np.float64)
+        out[inst] = (
+            None
+            if ys.size == 0
+            else np.array(
+                [x1 + xs.min(), y1 + ys.min(), x1 + xs.max() + 1, y1 + ys.max() + 1], np.float64
+            )
+        )
     return out
 
 
@@ -1189,8 +1431,12 @@ def render_scene(cfg: RenderConfig, seed) -> Scene:
     horizon = H * rng.uniform(0.3, 0.42)
     # Perspective gain so that a person with feet at the bottom row is about max_height tall.
     k = cfg.max_height * rng.uniform(0.85, 1.0) / (H - horizon)
-    lay = _Layout(horizon=horizon, k=k, base_y=horizon + rng.uniform(1.0, 8.0) * cfg.scale,
-                  vanish_x=W * rng.uniform(0.3, 0.7))
+    lay = _Layout(
+        horizon=horizon,
+        k=k,
+        base_y=horizon + rng.uniform(1.0, 8.0) * cfg.scale,
+        vanish_x=W * rng.uniform(0.3, 0.7),
+    )
     light = float(rng.uniform(-1, 1))
     canvas, facades = _draw_background(rng, cfg, lay)
 
@@ -1245,8 +1491,9 @@ def render_scene(cfg: RenderConfig, seed) -> Scene:
     annotations = _annotate(cfg, inst_map, [e for e in entities + fakes if e.label >= 0])
     shown = {a.person_id for a in annotations if a.label == LABEL_PEDESTRIAN}
     appearances = {pid: a for pid, a in appearances.items() if pid in shown}
-    return Scene(image=image, instance_map=inst_map, annotations=annotations,
-                 appearances=appearances)
+    return Scene(
+        image=image, instance_map=inst_map, annotations=annotations, appearances=appearances
+    )
 
 
 def _annotate(cfg: RenderConfig, inst_map: np.ndarray, entities: list[_Entity]) -> list[Annotation]:
@@ -1263,10 +1510,18 @@ def _annotate(cfg: RenderConfig, inst_map: np.ndarray, entities: list[_Entity]) 
         full_area = (full[2] - full[0]) * height
         vis_area = (vbox[2] - vbox[0]) * (vbox[3] - vbox[1])
         tiny = e.label == LABEL_PEDESTRIAN and height < cfg.tiny_height
-        out.append(Annotation(
-            inst=inst, label=e.label, person_id=e.person_id, full_box=full, visible_box=vbox,
-            height=height, vis_ratio=float(min(1.0, vis_area / full_area)),
-            ignore=bool(e.label != LABEL_PEDESTRIAN or tiny)))
+        out.append(
+            Annotation(
+                inst=inst,
+                label=e.label,
+                person_id=e.person_id,
+                full_box=full,
+                visible_box=vbox,
+                height=height,
+                vis_ratio=float(min(1.0, vis_area / full_area)),
+                ignore=bool(e.label != LABEL_PEDESTRIAN or tiny),
+            )
+        )
     return out
 
 
@@ -1311,8 +1566,12 @@ def scene_to_example(scene: Scene, image_id: int, filename: str, jpeg_quality: i
     """The builder's feature dict of a scene: JPEG bytes, ids, file name and objects."""
     buf = io.BytesIO()
     Image.fromarray(scene.image).save(buf, format="JPEG", quality=jpeg_quality)
-    return {"image": buf.getvalue(), "image/id": int(image_id), "image/filename": filename,
-            "objects": scene_objects(scene, image_id)}
+    return {
+        "image": buf.getvalue(),
+        "image/id": int(image_id),
+        "image/filename": filename,
+        "objects": scene_objects(scene, image_id),
+    }
 
 
 def render_example(task: tuple) -> dict:
