@@ -162,16 +162,20 @@ def make_eval_step(detector: Detector):
     return eval_step
 
 
-def jit_steps(detector, schedule, mesh, state):
-    """Jitted train and eval steps with explicit shardings (state replicated, batch sharded)."""
+def jit_steps(train_detector, eval_detector, schedule, mesh, state):
+    """Jitted train and eval steps with explicit shardings (state replicated, batch sharded).
+
+    The two detectors share one module; they differ only in anchors when training uses crops."""
     repl = NamedSharding(mesh, P())
     data = NamedSharding(mesh, P("data"))
     state_sh = jax.tree.map(lambda _: repl, state)
     train_step = jax.jit(
-        make_train_step(detector, schedule),
+        make_train_step(train_detector, schedule),
         in_shardings=(state_sh, data), out_shardings=(state_sh, repl), donate_argnums=(0,),
     )
-    eval_step = jax.jit(make_eval_step(detector), in_shardings=(state_sh, data), out_shardings=data)
+    eval_step = jax.jit(
+        make_eval_step(eval_detector), in_shardings=(state_sh, data), out_shardings=data
+    )
     return train_step, eval_step
 
 
@@ -407,6 +411,7 @@ def _setup(config, workdir, build_data: bool = True):
     pipeline.check_batch_size(config.input.batch_size, jax.process_count(), mesh.size)
     pipeline.check_batch_size(config.input.eval_batch_size, jax.process_count(), mesh.size)
     detector = build_detector(config)
+    train_detector = build_detector(config, pipeline.train_input_size(config.input))
     # One process prepares the data; the others wait and then open the prepared copy.
     if jax.process_index() == 0:
         builder = pipeline.get_builder(config.input.dataset, config.input.data_dir)
@@ -415,7 +420,7 @@ def _setup(config, workdir, build_data: bool = True):
         builder = pipeline.get_builder(config.input.dataset, config.input.data_dir)
     state = create_train_state(detector, config, mesh)
     _, schedule = build_optimizer(config.optimizer, config.schedule)
-    train_step, eval_step = jit_steps(detector, schedule, mesh, state)
+    train_step, eval_step = jit_steps(train_detector, detector, schedule, mesh, state)
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=2))

@@ -28,6 +28,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.input.train_split = "train"
     c.input.eval_split = "val"
     c.input.image_size = (512, 1024)  # network input (H, W); images are resized to it
+    # Train on random crops of this (H, W) of the resized image (None: whole images). The model is
+    # fully convolutional, so evaluation still runs on whole `image_size` images.
+    c.input.train_crop_size = ml_collections.config_dict.placeholder(tuple)
     c.input.batch_size = 16  # global batch; focal loss paper 4.1: 16 images per minibatch
     c.input.eval_batch_size = 8
     c.input.max_boxes = 128  # padded pedestrians per image

@@ -46,15 +46,20 @@ def _dtype(name):
     return DTYPES[name]
 
 
-def build_detector(config) -> Detector:
-    """Composes backbone, neck, head, anchors, losses and post-processing from `config`."""
+def build_detector(config, image_size: tuple[int, int] | None = None) -> Detector:
+    """Composes backbone, neck, head, anchors, losses and post-processing from `config`.
+
+    `image_size` (H, W) overrides `config.input.image_size`: the model is fully convolutional, so
+    training on crops and evaluating on whole images only changes the anchors (a second Detector
+    with the same module).
+    """
     m = config.model
     if m.name not in DETECTORS:
         raise ValueError(f"Unknown model.name {m.name!r}; valid: {list(DETECTORS)}")
     if m.backbone not in RESNET_SPECS:
         raise ValueError(f"Unknown model.backbone {m.backbone!r}; valid: {sorted(RESNET_SPECS)}")
     dtype = _dtype(m.dtype)
-    image_size = tuple(config.input.image_size)
+    image_size = tuple(int(s) for s in (image_size or config.input.image_size))
     aspect_ratios = tuple(m.aspect_ratios)
     num_anchors = anchor_ops.num_anchors_per_location(m.num_scales, aspect_ratios)
     model = retinanet.RetinaNet(

@@ -80,9 +80,34 @@ def hflip_boxes(boxes, width):
     return tf.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], axis=-1)
 
 
+def train_input_size(input_cfg) -> tuple[int, int]:
+    """(H, W) of training batches: the crop size if set, else the network input size."""
+    crop = input_cfg.get("train_crop_size")
+    return tuple(int(s) for s in (crop or input_cfg.image_size))
+
+
+def random_crop(image, boxes, crop_hw, seed):
+    """Crops `[H, W, 3]` at a stateless random offset; shifts `[N, 4]` xyxy boxes into the crop.
+
+    Boxes are not clipped here (`clip_and_filter_boxes` does that, dropping boxes left outside).
+    """
+    h = tf.shape(image)[0]
+    w = tf.shape(image)[1]
+    ch, cw = crop_hw
+    u = tf.random.stateless_uniform([2], seed=seed)
+    y0 = tf.cast(u[0] * tf.cast(h - ch + 1, tf.float32), tf.int32)
+    x0 = tf.cast(u[1] * tf.cast(w - cw + 1, tf.float32), tf.int32)
+    image = image[y0 : y0 + ch, x0 : x0 + cw]
+    shift = tf.cast(tf.stack([x0, y0, x0, y0]), tf.float32)
+    return image, boxes - shift
+
+
 def make_decode_fn(input_cfg, image_feature, train: bool, seed: int):
     """Returns `decode(index, raw_example) -> dict` of fixed-shape tensors for one example."""
     out_h, out_w = (int(s) for s in input_cfg.image_size)
+    crop_hw = train_input_size(input_cfg) if train else (out_h, out_w)
+    if crop_hw[0] > out_h or crop_hw[1] > out_w:
+        raise ValueError(f"input.train_crop_size {crop_hw} exceeds input.image_size {(out_h, out_w)}")
     max_boxes, max_ignore = int(input_cfg.max_boxes), int(input_cfg.max_ignore)
     overflow = input_cfg.overflow
     if overflow not in ("error", "truncate"):
@@ -103,8 +128,22 @@ def make_decode_fn(input_cfg, image_feature, train: bool, seed: int):
             flip = flip < 0.5
             image = tf.cond(flip, lambda: image[:, ::-1, :], lambda: image)
             boxes = tf.cond(flip, lambda: hflip_boxes(boxes, out_w), lambda: boxes)
+        # Annotation problems (boxes outside the image, zero area) are counted on the whole image.
         boxes, is_ped, zero_ped = clip_and_filter_boxes(boxes, is_ped, out_h, out_w)
         boxes, is_ignore, zero_ign = clip_and_filter_boxes(boxes, is_ignore, out_h, out_w)
+        if train and crop_hw != (out_h, out_w):
+            crop_seed = tf.stack([tf.cast(seed, tf.int64) + 1, index])
+            image, boxes = random_crop(image, boxes, crop_hw, crop_seed)
+            image = tf.ensure_shape(image, [crop_hw[0], crop_hw[1], 3])
+            full_area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+            boxes, is_ped, _ = clip_and_filter_boxes(boxes, is_ped, *crop_hw)
+            boxes, is_ignore, _ = clip_and_filter_boxes(boxes, is_ignore, *crop_hw)
+            # A pedestrian mostly cut away by the crop is no fair target (nor a fair negative):
+            # with less than half of its area left it becomes an ignore region.
+            kept_area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+            truncated = is_ped & (kept_area < 0.5 * full_area)
+            is_ped = is_ped & ~truncated
+            is_ignore = is_ignore | truncated
         gt_boxes, gt_valid, gt_lost = pad_boxes(boxes, is_ped, max_boxes)
         ig_boxes, ig_valid, ig_lost = pad_boxes(boxes, is_ignore, max_ignore)
         if overflow == "error":

@@ -11,7 +11,7 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Identical tiny models are compiled by several tests (and by subprocesses): share the XLA cache.
 os.environ.setdefault(
-    "JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="crowdped_test_jax_cache_")
+    "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "crowdped_test_jax_cache")
 )
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 

@@ -140,3 +140,25 @@ def test_process_slices_partition_every_global_batch():
 def test_batch_size_must_divide_devices():
     with pytest.raises(ValueError, match="divisible by the number of devices"):
         pipeline.check_batch_size(6, 1, 4)
+
+
+def test_training_crop_shifts_boxes_and_ignores_mostly_cut_pedestrians():
+    # Image 32x64 after resizing; crop 16x32. One small pedestrian, one much larger than the crop.
+    ex = _example(
+        [[0.25, 0.25, 0.5, 0.375], [0.0, 0.0, 1.0, 1.0]], labels=[1, 1], ignore=[False, False]
+    )
+    cfg = _input_cfg(train_crop_size=(16, 32))
+    seen_inside = False
+    for index in range(12):
+        out = _decode(cfg, ex, train=True, index=index)
+        assert out["image"].shape == (16, 32, 3)
+        # The 32x64 box keeps at most a quarter of its area in any crop: always an ignore region.
+        assert out["ignore_valid"][0]
+        if out["gt_valid"][0]:
+            assert not out["ignore_valid"][1]  # the small one is whole, so the only target
+            np.testing.assert_allclose(out["ignore_boxes"][0], [0, 0, 32, 16], atol=1e-4)
+            b = out["gt_boxes"][0]
+            assert b[0] >= 0 and b[1] >= 0 and b[2] <= 32 and b[3] <= 16
+            np.testing.assert_allclose([b[2] - b[0], b[3] - b[1]], [8.0, 8.0], atol=1e-4)
+            seen_inside = True
+    assert seen_inside, "the small pedestrian was never fully inside a crop"

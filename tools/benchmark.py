@@ -82,7 +82,7 @@ def bench_model(config, repeats, warmup, what):
     jax.block_until_ready(state)
     init_s = time.perf_counter() - t0
     _, schedule = train.build_optimizer(config.optimizer, config.schedule)
-    train_step, eval_step = train.jit_steps(detector, schedule, mesh, state)
+    train_step, eval_step = train.jit_steps(detector, detector, schedule, mesh, state)
     results = {"init_s": init_s}
     b = config.input.batch_size
     batch = train.to_global(random_batch(config, b), mesh)
