@@ -46,6 +46,9 @@ def init_distributed():
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if not FLAGS["verbosity"].present:
+        # Library INFO chatter (orbax, TFDS) would bury the progress lines; -v 0 brings it back.
+        logging.set_verbosity(logging.WARNING)
     import jax
     import tensorflow as tf
 

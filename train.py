@@ -296,7 +296,14 @@ def run_detection(detector, eval_step, state, builder, config, mesh, split):
         jax.process_count(),
     )
     dets = []
-    for local in pipeline.as_numpy_iterator(ds):
+    it = pipeline.as_numpy_iterator(ds)
+    while True:
+        try:
+            local = next(it)
+        except StopIteration:
+            break
+        except tf.errors.InvalidArgumentError as e:
+            raise pipeline.explain_decode_error(builder, split, e) from None
         meta = {k: local.pop(k) for k in ("image_id", "scale_xy", "example_valid")}
         batch = to_global({"image": local["image"]}, mesh)
         out = eval_step(state, batch["image"])
@@ -454,7 +461,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             try:
                 local = next(data)
             except tf.errors.InvalidArgumentError as e:
-                raise ValueError(f"Bad training example: {e.message}") from None
+                if "max_boxes" in e.message:  # the overflow check names its image already
+                    raise ValueError(e.message) from None
+                raise pipeline.explain_decode_error(builder, config.input.train_split, e) from None
             local.pop("image_id"), local.pop("scale_xy")
             state, metrics = train_step(state, to_global(local, mesh))
             pending.append((step, metrics))

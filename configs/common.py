@@ -48,6 +48,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.model.fpn_channels = 256  # focal loss paper 4: C = 256
     c.model.head_channels = 256
     c.model.head_convs = 4  # four 3x3 convs per subnet
+    c.model.head_norm = ml_collections.config_dict.placeholder(str)  # None (paper) or 'group'
     c.model.num_classes = 1
     c.model.min_level = 3  # P3-P7
     c.model.max_level = 7
@@ -115,6 +116,7 @@ def apply_variant(c: ml_collections.ConfigDict, arg: str | None) -> ml_collectio
     if arg == "tiny":
         c.input.dataset = "synthetic_crowd/tiny"
         c.input.image_size = (64, 128)
+        c.input.train_crop_size = None
         c.input.batch_size = 4
         c.input.eval_batch_size = 4
         c.input.max_boxes = 32

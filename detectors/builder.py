@@ -67,7 +67,7 @@ def build_detector(config, image_size: tuple[int, int] | None = None) -> Detecto
         neck=FPN(m.fpn_channels, m.min_level, m.max_level, dtype=dtype),
         head=RetinaNetHead(
             num_classes=m.num_classes, num_anchors=num_anchors, num_channels=m.head_channels,
-            num_convs=m.head_convs, prior_prob=m.prior_prob, dtype=dtype,
+            num_convs=m.head_convs, prior_prob=m.prior_prob, norm=m.head_norm, dtype=dtype,
         ),
         min_level=m.min_level,
         max_level=m.max_level,

@@ -118,7 +118,12 @@ def make_decode_fn(input_cfg, image_feature, train: bool, seed: int):
         image = tf.ensure_shape(image, [None, None, 3])
         src_h = tf.shape(image)[0]
         src_w = tf.shape(image)[1]
-        image = tf.image.resize(image, (out_h, out_w), method="bilinear", antialias=True)
+        # Resizing to the size the image already has would still cost a full resampling pass.
+        image = tf.cond(
+            tf.logical_and(tf.equal(src_h, out_h), tf.equal(src_w, out_w)),
+            lambda: tf.cast(image, tf.float32),
+            lambda: tf.image.resize(image, (out_h, out_w), method="bilinear", antialias=True),
+        )
         objects = ex["objects"]
         boxes = boxes_yxyx_normalized_to_xyxy(objects["bbox"], out_h, out_w)
         is_ignore = tf.cast(objects["ignore"], tf.bool)
@@ -268,3 +273,31 @@ def as_numpy_iterator(ds: tf.data.Dataset) -> Iterator[dict]:
 def get_builder(dataset: str, data_dir: str):
     """The prepared TFDS builder for `name/config`; builds the embedded synthetic data if needed."""
     return dataset_registry.get_builder(dataset, data_dir)
+
+
+def find_undecodable_images(raw: tf.data.Dataset, image_feature, limit: int = 5) -> list[str]:
+    """Decodes `raw` records' images one by one (eagerly) and names those that fail.
+
+    Used only after tf.data reported a decode error, whose message does not say which record it
+    was: this turns it into "file X is corrupt".
+    """
+    bad = []
+    for ex in raw:
+        try:
+            image_feature.decode_example(ex["image"])
+        except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
+            bad.append(f"{ex['image/filename'].numpy().decode()} ({e.message.splitlines()[0]})")
+            if len(bad) >= limit:
+                break
+    return bad
+
+
+def explain_decode_error(builder, split: str, error: Exception) -> ValueError:
+    """A ValueError naming the corrupt record(s) of `split` behind a tf.data decode `error`."""
+    bad = find_undecodable_images(_raw_split(builder, split), builder.info.features["image"])
+    where = "; ".join(bad) if bad else "no image failed to decode on its own"
+    return ValueError(
+        f"Bad example in split {split!r} of {builder.info.full_name} ({builder.data_dir}): "
+        f"{where}. tf.data said: {getattr(error, 'message', error)}. Rebuild the dataset or remove "
+        "the record."
+    )

@@ -105,3 +105,16 @@ def test_frozen_bn_never_updates_statistics():
     _, new2 = det2.model.apply(v, x, train=True, mutable=["batch_stats"])
     with pytest.raises(AssertionError):
         chex.assert_trees_all_equal(new2["batch_stats"], v["batch_stats"])
+
+
+def test_group_norm_heads_option():
+    c = _tiny_config(head_norm="group")
+    det = build_detector(c)
+    h, w = c.input.image_size
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(1, h, w, 3)), jnp.float32)
+    v = det.model.init(jax.random.PRNGKey(0), x, train=False)
+    assert "cls_norm0" in v["params"]["head"] and "box_norm0" in v["params"]["head"]
+    out = det.model.apply(v, x, train=False)
+    assert bool(jnp.all(jnp.isfinite(out["cls_logits"])))
+    with pytest.raises(ValueError, match="head_norm"):
+        build_detector(_tiny_config(head_norm="batch")).model.init(jax.random.PRNGKey(0), x)

@@ -162,3 +162,13 @@ def test_training_crop_shifts_boxes_and_ignores_mostly_cut_pedestrians():
             np.testing.assert_allclose([b[2] - b[0], b[3] - b[1]], [8.0, 8.0], atol=1e-4)
             seen_inside = True
     assert seen_inside, "the small pedestrian was never fully inside a crop"
+
+
+def test_undecodable_images_are_named():
+    good = _example(np.zeros((0, 4)), labels=[], ignore=[])
+    raw = tf.data.Dataset.from_tensor_slices({
+        "image": [good["image"], tf.constant(b"\xff\xd8 not really a jpeg")],
+        "image/filename": ["train/000001.jpg", "train/000002.jpg"],
+    })
+    bad = pipeline.find_undecodable_images(raw, FEATURE)
+    assert len(bad) == 1 and bad[0].startswith("train/000002.jpg")

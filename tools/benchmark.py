@@ -36,10 +36,10 @@ def _peak_rss_gib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def random_batch(config, batch_size, seed=0):
-    """Random images and up to `max_boxes` pedestrian boxes (xyxy pixels) of the config's sizes."""
+def random_batch(config, batch_size, image_size, seed=0):
+    """Random `image_size` images and up to `max_boxes` pedestrian boxes (xyxy pixels)."""
     rng = np.random.default_rng(seed)
-    h, w = config.input.image_size
+    h, w = image_size
     m, r = config.input.max_boxes, config.input.max_ignore
     hh = rng.uniform(20, h / 2, (batch_size, m))
     ww = hh * 0.41
@@ -76,16 +76,20 @@ def bench_model(config, repeats, warmup, what):
     from detectors.builder import build_detector
 
     mesh = train.create_mesh(config.mesh.num_devices)
+    from input_pipeline import pipeline
+
     detector = build_detector(config)
+    train_size = pipeline.train_input_size(config.input)  # training crops, if configured
+    train_detector = build_detector(config, train_size)
     t0 = time.perf_counter()
     state = train.create_train_state(detector, config, mesh)
     jax.block_until_ready(state)
     init_s = time.perf_counter() - t0
     _, schedule = train.build_optimizer(config.optimizer, config.schedule)
-    train_step, eval_step = train.jit_steps(detector, detector, schedule, mesh, state)
+    train_step, eval_step = train.jit_steps(train_detector, detector, schedule, mesh, state)
     results = {"init_s": init_s}
     b = config.input.batch_size
-    batch = train.to_global(random_batch(config, b), mesh)
+    batch = train.to_global(random_batch(config, b, train_size), mesh)
     if "train" in what:
         holder = {"state": state}
 
@@ -95,13 +99,13 @@ def bench_model(config, repeats, warmup, what):
 
         first, med, times = _time(step, repeats, warmup)
         results["train"] = {
-            "batch": b, "compile_plus_first_s": first, "step_s_median": med,
+            "batch": b, "image_size": list(train_size), "compile_plus_first_s": first, "step_s_median": med,
             "images_per_s": b / med, "step_s_all": times,
         }
         state = holder["state"]
     if "infer" in what:
         eb = config.input.eval_batch_size
-        images = train.to_global(random_batch(config, eb), mesh)["image"]
+        images = train.to_global(random_batch(config, eb, config.input.image_size), mesh)["image"]
         first, med, times = _time(lambda: eval_step(state, images), repeats, warmup)
         results["infer"] = {
             "batch": eb, "compile_plus_first_s": first, "batch_s_median": med,
@@ -128,6 +132,7 @@ def main(argv):
     config = FLAGS.config
     what = set(FLAGS.what)
     res = {
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "config": {
             "backbone": config.model.backbone, "image_size": list(config.input.image_size),
             "batch_size": config.input.batch_size, "dtype": config.model.dtype,
@@ -144,7 +149,8 @@ def main(argv):
     rows.append(("model", f"{config.model.backbone} {tuple(config.input.image_size)} {config.model.dtype}"))
     if "train" in res:
         t = res["train"]
-        rows += [("train step (median)", f"{t['step_s_median']:.3f} s  (batch {t['batch']})"),
+        rows += [("train step (median)",
+                  f"{t['step_s_median']:.3f} s  (batch {t['batch']} x {tuple(t['image_size'])})"),
                  ("train images/s", f"{t['images_per_s']:.2f}"),
                  ("compile + first step", f"{t['compile_plus_first_s']:.1f} s")]
     if "infer" in res:
