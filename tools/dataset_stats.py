@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from configs.common import default_data_dir
+
 HEIGHT_BINS = (0.0, 20.0, 50.0, 75.0, 100.0, 200.0, float("inf"))
 VISIBILITY_BINS = (0.0, 0.2, 0.65, 0.9, 1.0)
 IOU_THRESHOLDS = (0.1, 0.3)
@@ -288,7 +290,10 @@ def main(argv: list[str] | None = None) -> dict:
         help="TFDS name/config, e.g. synthetic_crowd/tiny (built if missing).",
     )
     parser.add_argument("--split", default="val", help="split name (train, val, test).")
-    parser.add_argument("--data_dir", required=True, help="TFDS data directory.")
+    parser.add_argument(
+        "--data_dir", default=default_data_dir(),
+        help="TFDS data directory (default: $TFDS_DATA_DIR or ~/tensorflow_datasets, as training).",
+    )
     parser.add_argument(
         "--out", default=None, help="if set, write stats.json and stats.png into this directory."
     )
