@@ -15,7 +15,6 @@ import os
 import time
 from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -412,7 +411,7 @@ def format_miss_rate_table(step, mr: dict, ap: dict) -> str:
 # ----------------------------------------------------------------------------- entry points
 
 
-def _setup(config, workdir, build_data: bool = True):
+def _setup(config, workdir):
     os.makedirs(workdir, exist_ok=True)
     mesh = create_mesh(config.mesh.num_devices)
     pipeline.check_batch_size(config.input.batch_size, jax.process_count(), mesh.size)

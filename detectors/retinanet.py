@@ -8,7 +8,6 @@ of the *global* batch (section 3.3 / 4.1). Target assignment runs on device, vma
 
 from __future__ import annotations
 
-from typing import Any
 
 import flax.linen as nn
 import jax

@@ -148,7 +148,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         ),
         SyntheticCrowdConfig(
             name="quickstart",
-            description="512x1024 images, 1000/200/200; builds in about 2 minutes on 2 cores.",
+            description="512x1024 images, 1000/200/200; built in 44 s on 2 idle cores (README).",
             image_height=512,
             image_width=1024,
             split_sizes=(1000, 200, 200),
