@@ -12,6 +12,16 @@ import ml_collections
 
 VARIANTS = ("", "tiny")
 
+# The crowd-loss variants of the ablation (tools/ablation.py) and of configs/synthetic_*.py:
+# name -> config.loss.terms.
+LOSS_VARIANTS = {
+    "baseline": ("focal", "smooth_l1"),
+    "rep_gt": ("focal", "smooth_l1", "rep_gt"),
+    "rep_box": ("focal", "smooth_l1", "rep_box"),
+    "rep_gt+rep_box": ("focal", "smooth_l1", "rep_gt", "rep_box"),
+    "harmonic": ("harmonic",),
+}
+
 
 def default_data_dir() -> str:
     return os.environ.get("TFDS_DATA_DIR", os.path.join(os.path.expanduser("~"), "tensorflow_datasets"))
@@ -66,11 +76,27 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.targets.box_weights = (1.0, 1.0, 1.0, 1.0)
 
     c.loss = ml_collections.ConfigDict()
+    # Terms of the objective (detectors/retinanet.py: resolve_loss_terms lists them):
+    # 'focal', 'smooth_l1', 'rep_gt', 'rep_box', 'harmonic'. The default is the paper's RetinaNet.
+    c.loss.terms = ("focal", "smooth_l1")
     c.loss.focal_alpha = 0.25  # Table 1a/1b best: alpha = .25, gamma = 2
     c.loss.focal_gamma = 2.0
     c.loss.smooth_l1_beta = 0.11
     c.loss.focal_weight = 1.0
     c.loss.box_weight = 1.0
+    # Repulsion Loss eq. 1: alpha = beta = 0.5 (Table 2); Smooth_ln sigmas of Table 1.
+    c.loss.rep_gt_weight = 0.5
+    c.loss.rep_box_weight = 0.5
+    c.loss.rep_gt_sigma = 1.0
+    c.loss.rep_box_sigma = 0.0
+    # RepBox compares pairs of positives: at most this many (a fixed random sample) per image.
+    c.loss.rep_box_max_positives = 512
+    # HarmonicDet (Harmonic Loss eqs. 8-13): alpha = 1.5, gamma = 0.8 (Table 5), margin 0.2.
+    c.loss.harmonic_weight = 1.0
+    c.loss.hiou_alpha = 1.5
+    c.loss.hiou_gamma = 0.8
+    c.loss.tc_margin = 0.2
+    c.loss.harmonic_factor_gradient = True  # eq. 4/7: the harmonic factors carry gradient
 
     c.inference = ml_collections.ConfigDict()
     c.inference.score_threshold = 0.05  # section 4.1
@@ -140,4 +166,12 @@ def apply_variant(c: ml_collections.ConfigDict, arg: str | None) -> ml_collectio
         c.eval.num_images_to_draw = 2
         c.checkpoint.every_steps = 2
         c.log_every_steps = 1
+    return c
+
+
+def with_loss_variant(c: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+    """Sets `c.loss.terms` to the `LOSS_VARIANTS` entry `name` (in place; returns `c`)."""
+    if name not in LOSS_VARIANTS:
+        raise ValueError(f"Unknown loss variant {name!r}; valid: {list(LOSS_VARIANTS)}")
+    c.loss.terms = LOSS_VARIANTS[name]
     return c

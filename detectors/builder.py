@@ -77,9 +77,13 @@ def build_detector(config, image_size: tuple[int, int] | None = None) -> Detecto
     )
     level_sizes = tuple(int(h * w * num_anchors) for h, w in level_shapes)
     anchors_j = jnp.asarray(anchors)
+    terms = retinanet.resolve_loss_terms(config.loss)  # fail at build time, not in the step
+    priority = (
+        retinanet.rep_box_priority(anchors.shape[0], config.seed) if "rep_box" in terms else None
+    )
     loss_fn = functools.partial(
         retinanet.retinanet_losses, anchors=anchors_j, target_cfg=config.targets,
-        loss_cfg=config.loss,
+        loss_cfg=config.loss, priority=priority,
     )
     inf = config.inference
     per_image = functools.partial(

@@ -18,6 +18,8 @@ import jax.numpy as jnp
 RESNET_SPECS = {
     "tiny": ("basic", (1, 1, 1, 1), 16, (16, 32, 64, 128)),
     "small": ("basic", (1, 1, 1, 1), 32, (32, 64, 128, 256)),
+    # ResNet-18's depth at a quarter of its width: receptive field and depth for little compute.
+    "resnet18_quarter": ("basic", (1, 2, 2, 2), 16, (16, 32, 64, 128)),
     "resnet18": ("basic", (2, 2, 2, 2), 64, (64, 128, 256, 512)),
     "resnet34": ("basic", (3, 4, 6, 3), 64, (64, 128, 256, 512)),
     "resnet50": ("bottleneck", (3, 4, 6, 3), 64, (64, 128, 256, 512)),

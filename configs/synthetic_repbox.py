@@ -1,0 +1,14 @@
+"""RepBox (Repulsion Loss eq. 6) added to RetinaNet's focal + smooth-L1, weight beta = 0.5, sigma = 0 (its Tables 1-2).
+
+Everything else is configs/quickstart.py (model, data, schedule), so the run compares with the
+quick start's baseline one to one:
+  python main.py --config configs/synthetic_repbox.py --workdir runs/synthetic_repbox
+The controlled comparison over seeds (and the NMS sweep) is tools/ablation.py; its table and
+command are in the README ("Crowd-loss ablation").
+"""
+
+from configs import common, quickstart
+
+
+def get_config(arg=None):
+    return common.with_loss_variant(quickstart.get_config(arg), "rep_box")
