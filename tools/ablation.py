@@ -27,7 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
 from jax.experimental import multihost_utils  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
@@ -193,6 +193,8 @@ def plot_nms(results: dict, thresholds, path: str) -> None:
 
 def main(argv):
     del argv
+    if not FLAGS["verbosity"].present:  # TFDS / orbax INFO lines would drown the progress lines
+        logging.set_verbosity(logging.WARNING)
     import train
     from configs import common
     from evaluation.io import atomic_write_json
