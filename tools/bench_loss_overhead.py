@@ -39,22 +39,21 @@ times: the JSON records the load average at the start and the end.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import jax  # noqa: E402
-import jaxlib  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+import jax
+import jax.numpy as jnp
+import jaxlib
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
 
 # Defines --config, --repeats, --warmup, --out (reused here) and --what, --data_batches (unused).
-from tools import benchmark as bench  # noqa: E402
+from tools import benchmark as bench
 
 FLAGS = flags.FLAGS
 for _name in ("config", "repeats", "warmup", "out"):
@@ -73,19 +72,29 @@ DEFAULT_VARIANTS = ["baseline", "rep_gt", "rep_box", "rep_gt+rep_box"]
 
 flags.DEFINE_integer("positives_per_image", 2000, "Requested positive anchors per image.")
 flags.DEFINE_float("tolerance", 0.10, "Accepted relative error of the positives per image.")
-flags.DEFINE_list("variants", DEFAULT_VARIANTS,
-                  f"Loss-term variants to time, first is the reference; any of {list(VARIANTS)}.")
+flags.DEFINE_list(
+    "variants",
+    DEFAULT_VARIANTS,
+    f"Loss-term variants to time, first is the reference; any of {list(VARIANTS)}.",
+)
 flags.DEFINE_integer("crowd_min", 2, "Fewest pedestrians in one crowd (a row of anchors).")
 flags.DEFINE_integer("crowd_max", 6, "Most pedestrians in one crowd.")
-flags.DEFINE_float("level_decay", 0.5,
-                   "Crowd seeds on pyramid level l are drawn with weight level_decay^(l - min_level) "
-                   "(< 1: mostly small pedestrians, as in CityPersons).")
+flags.DEFINE_float(
+    "level_decay",
+    0.5,
+    "Crowd seeds on pyramid level l are drawn with weight level_decay^(l - min_level) "
+    "(< 1: mostly small pedestrians, as in CityPersons).",
+)
 flags.DEFINE_integer("batch_seed", 0, "Seed of the synthetic batch.")
-flags.DEFINE_integer("loss_repeats", 10,
-                     "Timed repetitions of the loss-only micro-benchmark (0 disables it).")
-flags.DEFINE_bool("interleave", True,
-                  "Interleave the timed steps of the variants (else time each variant in turn "
-                  "with tools.benchmark._time).")
+flags.DEFINE_integer(
+    "loss_repeats", 10, "Timed repetitions of the loss-only micro-benchmark (0 disables it)."
+)
+flags.DEFINE_bool(
+    "interleave",
+    True,
+    "Interleave the timed steps of the variants (else time each variant in turn "
+    "with tools.benchmark._time).",
+)
 
 
 # ----------------------------------------------------------------------------- the crowded batch
@@ -106,7 +115,9 @@ def _anchor_grid(image_size, level_sizes, config):
         col.append(x.ravel())
         cell.append(k.ravel())
     grid = tuple(np.concatenate(v) for v in (level, row, col, cell))
-    assert grid[0].shape[0] == sum(level_sizes), "anchor order differs from detectors/ops/anchors.py"
+    assert grid[0].shape[0] == sum(level_sizes), (
+        "anchor order differs from detectors/ops/anchors.py"
+    )
     return grid
 
 
@@ -119,9 +130,13 @@ def crowd_pool(anchors, grid, image_size, pool_size, rng, crowd_min, crowd_max, 
     with the prefix length."""
     level, row, col, cell = grid
     h, w = image_size
-    inside = (anchors[:, 0] >= 0) & (anchors[:, 1] >= 0) & (anchors[:, 2] <= w) & (anchors[:, 3] <= h)
-    index = {(int(l), int(y), int(x), int(k)): i
-             for i, (l, y, x, k) in enumerate(zip(level, row, col, cell))}
+    inside = (
+        (anchors[:, 0] >= 0) & (anchors[:, 1] >= 0) & (anchors[:, 2] <= w) & (anchors[:, 3] <= h)
+    )
+    index = {
+        (int(l), int(y), int(x), int(k)): i
+        for i, (l, y, x, k) in enumerate(zip(level, row, col, cell))
+    }
     levels = np.unique(level[inside])
     if levels.size == 0:
         raise ValueError(f"No anchor fits inside the {image_size} image; cannot place boxes.")
@@ -171,8 +186,18 @@ def _positives_fn(anchors, config):
     return jax.jit(jax.vmap(one))
 
 
-def build_crowded_batch(config, detector, image_size, batch_size, target, tolerance, seed,
-                        crowd_min, crowd_max, level_decay):
+def build_crowded_batch(
+    config,
+    detector,
+    image_size,
+    batch_size,
+    target,
+    tolerance,
+    seed,
+    crowd_min,
+    crowd_max,
+    level_decay,
+):
     """Returns (numpy batch, info) with ~`target` positives per image (see the module doc)."""
     anchors = np.asarray(detector.anchors)
     grid = _anchor_grid(image_size, detector.level_sizes, config)
@@ -289,13 +314,18 @@ def time_loss_only(detectors, batch, repeats, seed):
             t0 = time.perf_counter()
             _block(compiled(outputs, batch))
             times.append(time.perf_counter() - t0)
-        res[name] = {"s_median": float(np.median(times)), "s_all": times, "compile_s": compile_s,
-                     "cost": _cost(compiled)}
+        res[name] = {
+            "s_median": float(np.median(times)),
+            "s_all": times,
+            "compile_s": compile_s,
+            "cost": _cost(compiled),
+        }
     return res
 
 
-def time_train_steps(config, variants, max_boxes, batch_np, image_size, repeats, warmup,
-                     interleave):
+def time_train_steps(
+    config, variants, max_boxes, batch_np, image_size, repeats, warmup, interleave
+):
     import train
     from detectors.builder import build_detector
 
@@ -337,23 +367,30 @@ def time_train_steps(config, variants, max_boxes, batch_np, image_size, repeats,
         else:
             res[v]["first_step_s"], _, times[v] = bench._time(step, repeats, warmup)
         steps[v] = step
-        print(f"  compiled {v}: {res[v]['compile_s']:.1f} s, first step "
-              f"{res[v]['first_step_s']:.1f} s", flush=True)
+        print(
+            f"  compiled {v}: {res[v]['compile_s']:.1f} s, first step "
+            f"{res[v]['first_step_s']:.1f} s",
+            flush=True,
+        )
     if interleave:
         for r in range(repeats):
-            order = variants[r % len(variants):] + variants[: r % len(variants)]
+            order = variants[r % len(variants) :] + variants[: r % len(variants)]
             for v in order:
                 t0 = time.perf_counter()
                 _block(steps[v]())
                 times[v].append(time.perf_counter() - t0)
-            print(f"  round {r + 1}/{repeats}: " + ", ".join(
-                f"{v} {times[v][-1]:.2f} s" for v in variants), flush=True)
+            print(
+                f"  round {r + 1}/{repeats}: "
+                + ", ".join(f"{v} {times[v][-1]:.2f} s" for v in variants),
+                flush=True,
+            )
     ref = variants[0]
     b = batch_np["gt_boxes"].shape[0]
     for v in variants:
         t = res[v]
-        t["metrics"] = {k: float(np.asarray(x)) for k, x in holders[v]["metrics"].items()
-                        if np.ndim(x) == 0}
+        t["metrics"] = {
+            k: float(np.asarray(x)) for k, x in holders[v]["metrics"].items() if np.ndim(x) == 0
+        }
         t["step_s_all"] = times[v]
         t["step_s_median"] = float(np.median(times[v]))
         t["images_per_s"] = b / t["step_s_median"]
@@ -387,29 +424,49 @@ def main(argv):
     # The batch: crowded anchors as ground truth, ~positives_per_image positives each.
     probe = build_detector(_variant_config(config, BASE, config.input.max_boxes), image_size)
     gt_boxes, gt_valid, batch_info = build_crowded_batch(
-        config, probe, image_size, b, FLAGS.positives_per_image, FLAGS.tolerance, FLAGS.batch_seed,
-        FLAGS.crowd_min, FLAGS.crowd_max, FLAGS.level_decay,
+        config,
+        probe,
+        image_size,
+        b,
+        FLAGS.positives_per_image,
+        FLAGS.tolerance,
+        FLAGS.batch_seed,
+        FLAGS.crowd_min,
+        FLAGS.crowd_max,
+        FLAGS.level_decay,
     )
-    print(f"batch: {batch_info['gt_boxes_per_image']} boxes/image -> "
-          f"{batch_info['positives_per_image']} positives/image (requested "
-          f"{FLAGS.positives_per_image}); max_boxes {batch_info['max_boxes_config']} -> "
-          f"{batch_info['max_boxes_used']}", flush=True)
+    print(
+        f"batch: {batch_info['gt_boxes_per_image']} boxes/image -> "
+        f"{batch_info['positives_per_image']} positives/image (requested "
+        f"{FLAGS.positives_per_image}); max_boxes {batch_info['max_boxes_config']} -> "
+        f"{batch_info['max_boxes_used']}",
+        flush=True,
+    )
     if not batch_info["within_tolerance"]:
-        print(f"WARNING: positives per image off by up to "
-              f"{100 * batch_info['relative_error_max']:.1f}% (> {100 * FLAGS.tolerance:.0f}%)")
+        print(
+            f"WARNING: positives per image off by up to "
+            f"{100 * batch_info['relative_error_max']:.1f}% (> {100 * FLAGS.tolerance:.0f}%)"
+        )
     cfg = _variant_config(config, BASE, batch_info["max_boxes_used"])
     batch_np = bench.random_batch(cfg, b, image_size, seed=FLAGS.batch_seed)
     batch_np["gt_boxes"], batch_np["gt_valid"] = gt_boxes, gt_valid
 
     steps, detectors = time_train_steps(
-        config, variants, batch_info["max_boxes_used"], batch_np, image_size, FLAGS.repeats,
-        FLAGS.warmup, FLAGS.interleave,
+        config,
+        variants,
+        batch_info["max_boxes_used"],
+        batch_np,
+        image_size,
+        FLAGS.repeats,
+        FLAGS.warmup,
+        FLAGS.interleave,
     )
     loss_only = None
     if FLAGS.loss_repeats > 0:
-        loss_batch = {k: jnp.asarray(batch_np[k])
-                      for k in ("gt_boxes", "gt_valid", "ignore_boxes", "ignore_valid",
-                                "example_valid")}
+        loss_batch = {
+            k: jnp.asarray(batch_np[k])
+            for k in ("gt_boxes", "gt_valid", "ignore_boxes", "ignore_valid", "example_valid")
+        }
         loss_only = time_loss_only(detectors, loss_batch, FLAGS.loss_repeats, FLAGS.batch_seed)
         ref = variants[0]
         for v in variants:
@@ -419,49 +476,75 @@ def main(argv):
     res = {
         "config_file": config_file,
         "config": {
-            "backbone": config.model.backbone, "image_size": list(config.input.image_size),
-            "train_image_size": list(image_size), "batch_size": b, "dtype": config.model.dtype,
+            "backbone": config.model.backbone,
+            "image_size": list(config.input.image_size),
+            "train_image_size": list(image_size),
+            "batch_size": b,
+            "dtype": config.model.dtype,
             "max_boxes_config": int(config.input.max_boxes),
             "max_boxes_used": batch_info["max_boxes_used"],
             "rep_box_max_positives": int(config.loss.rep_box_max_positives),
             "rep_gt_sigma": float(config.loss.rep_gt_sigma),
             "rep_box_sigma": float(config.loss.rep_box_sigma),
         },
-        "device": str(jax.devices()[0].device_kind), "platform": jax.devices()[0].platform,
-        "num_devices": jax.device_count(), "cpu_count": os.cpu_count(),
-        "jax_version": jax.__version__, "jaxlib_version": jaxlib.__version__,
+        "device": str(jax.devices()[0].device_kind),
+        "platform": jax.devices()[0].platform,
+        "num_devices": jax.device_count(),
+        "cpu_count": os.cpu_count(),
+        "jax_version": jax.__version__,
+        "jaxlib_version": jaxlib.__version__,
         "python": platform.python_version(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "repeats": FLAGS.repeats, "warmup": FLAGS.warmup, "interleaved": FLAGS.interleave,
+        "repeats": FLAGS.repeats,
+        "warmup": FLAGS.warmup,
+        "interleaved": FLAGS.interleave,
         "reference_variant": variants[0],
         "batch": batch_info,
         "init_s": steps["init_s"],
         "train_step": steps["variants"],
         "loss_only": loss_only,
-        "loadavg_start": list(load_start), "loadavg_end": list(os.getloadavg()),
+        "loadavg_start": list(load_start),
+        "loadavg_end": list(os.getloadavg()),
         "wall_s": time.perf_counter() - t_start,
         "peak_rss_gib": bench._peak_rss_gib(),
     }
 
-    header = ("variant", "terms", "step s (median)", "overhead", "paired", "pos/img",
-              "compile s", "loss-only ms")
+    header = (
+        "variant",
+        "terms",
+        "step s (median)",
+        "overhead",
+        "paired",
+        "pos/img",
+        "compile s",
+        "loss-only ms",
+    )
     rows = []
     for v in variants:
         t = steps["variants"][v]
         paired = t.get("overhead_pct_paired_median")
         lo = loss_only[v]["s_median"] * 1e3 if loss_only else None
-        rows.append((
-            v, ",".join(VARIANTS[v]), f"{t['step_s_median']:.3f}", f"{t['overhead_pct']:+.1f}%",
-            "-" if paired is None else f"{paired:+.1f}%", f"{t['positives_per_image_in_step']:.0f}",
-            f"{t['compile_s']:.1f}", "-" if lo is None else f"{lo:.1f}",
-        ))
+        rows.append(
+            (
+                v,
+                ",".join(VARIANTS[v]),
+                f"{t['step_s_median']:.3f}",
+                f"{t['overhead_pct']:+.1f}%",
+                "-" if paired is None else f"{paired:+.1f}%",
+                f"{t['positives_per_image_in_step']:.0f}",
+                f"{t['compile_s']:.1f}",
+                "-" if lo is None else f"{lo:.1f}",
+            )
+        )
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
-    fmt = lambda r: "  ".join(f"{str(x):<{w}}" for x, w in zip(r, widths))
-    print(f"\n{config_file}: {config.model.backbone} {tuple(image_size)} batch {b}, "
-          f"{res['device']} x{res['num_devices']} ({res['cpu_count']} CPUs), jax {jax.__version__}; "
-          f"{batch_info['gt_boxes_per_image']} gt/image, max_boxes {batch_info['max_boxes_used']}, "
-          f"rep_box_max_positives {res['config']['rep_box_max_positives']}, "
-          f"repeats {FLAGS.repeats} (+{FLAGS.warmup} warm-up)")
+    fmt = lambda r: "  ".join(f"{x!s:<{w}}" for x, w in zip(r, widths))
+    print(
+        f"\n{config_file}: {config.model.backbone} {tuple(image_size)} batch {b}, "
+        f"{res['device']} x{res['num_devices']} ({res['cpu_count']} CPUs), jax {jax.__version__}; "
+        f"{batch_info['gt_boxes_per_image']} gt/image, max_boxes {batch_info['max_boxes_used']}, "
+        f"rep_box_max_positives {res['config']['rep_box_max_positives']}, "
+        f"repeats {FLAGS.repeats} (+{FLAGS.warmup} warm-up)"
+    )
     print(fmt(header))
     print(fmt(["-" * w for w in widths]))
     print("\n".join(fmt(r) for r in rows))
