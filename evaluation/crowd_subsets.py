@@ -13,6 +13,11 @@ and person groups are not people one can be confused with, so they do not make a
 
     python -m evaluation.crowd_subsets --gt GT.json --dets DETS.json
 prints one JSON object {"Reasonable_occ": MR, "Reasonable_crowd": MR} (fractions).
+
+    python -m evaluation.crowd_subsets --gt GT.json --rep_iog
+prints how much RepGT (Repulsion Loss eq. 4) already penalises the ground-truth boxes themselves:
+the IoG of each annotated pedestrian's box with its repulsion ground truth (the other annotated
+pedestrian of largest IoU, eq. 3), over the pedestrians that overlap another.
 """
 
 from __future__ import annotations
@@ -81,6 +86,46 @@ def evaluate_crowd_subsets(gt: dict, dets: list[dict]) -> dict[str, float]:
     return {**occ, **crowd}
 
 
+def ground_truth_rep_iog(gt: dict) -> np.ndarray:
+    """IoG(G, G_Rep) for every annotated pedestrian G overlapping another (IoU > 0), `[K]` float64.
+
+    G_Rep is the other annotated pedestrian (ignore == 0) of the same image with the largest IoU
+    with G (ties: first in file order); IoG divides by G_Rep's area.
+    """
+    by_image = collections.defaultdict(list)
+    for a in gt.get("annotations", []):
+        if not a.get("ignore", 0):
+            by_image[a["image_id"]].append(a["bbox"])
+    out = []
+    for boxes in by_image.values():
+        if len(boxes) < 2:
+            continue
+        b = np.array(boxes, np.float64)
+        iou = _pairwise_iou_xywh(b)
+        np.fill_diagonal(iou, 0.0)
+        x1, y1, x2, y2 = b[:, 0], b[:, 1], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
+        for i in np.flatnonzero(iou.max(axis=1) > 0):
+            j = int(np.argmax(iou[i]))
+            iw = max(min(x2[i], x2[j]) - max(x1[i], x1[j]), 0.0)
+            ih = max(min(y2[i], y2[j]) - max(y1[i], y1[j]), 0.0)
+            out.append(iw * ih / (b[j, 2] * b[j, 3]))
+    return np.asarray(out, np.float64)
+
+
+def rep_iog_summary(gt: dict) -> dict:
+    """Count, median / 75th / 90th percentile of `ground_truth_rep_iog`, the fraction above 0.5,
+    and the mean RepGT term -ln(1 - IoG) (sigma = 1, capped at 1 - 1e-6) at the ground truth."""
+    v = ground_truth_rep_iog(gt)
+    if v.size == 0:
+        return {"count": 0}
+    p50, p75, p90 = np.percentile(v, [50, 75, 90])
+    return {
+        "count": int(v.size), "median": float(p50), "p75": float(p75), "p90": float(p90),
+        "fraction_above_0.5": float(np.mean(v > 0.5)),
+        "mean_rep_gt_at_ground_truth": float(np.mean(-np.log1p(-np.minimum(v, 1 - 1e-6)))),
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m evaluation.crowd_subsets",
@@ -88,12 +133,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "subsets, from CityPersons-format ground truth and detections.",
     )
     parser.add_argument("--gt", required=True, help="ground-truth JSON (CityPersons eval format)")
-    parser.add_argument("--dets", required=True, help="detections JSON list")
+    parser.add_argument("--dets", help="detections JSON list (for the subset miss rates)")
+    parser.add_argument("--rep_iog", action="store_true",
+                        help="instead: statistics of IoG(ground truth, its repulsion ground truth)")
     args = parser.parse_args(argv)
+    if not args.rep_iog and not args.dets:
+        parser.error("--dets is required unless --rep_iog is given")
     try:
         gt = miss_rate.load_gt(args.gt)
-        dets = miss_rate.load_dets(args.dets)
-        result = evaluate_crowd_subsets(gt, dets)
+        if args.rep_iog:
+            result = rep_iog_summary(gt)
+        else:
+            result = evaluate_crowd_subsets(gt, miss_rate.load_dets(args.dets))
     except (OSError, ValueError, KeyError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

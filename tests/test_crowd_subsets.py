@@ -79,3 +79,14 @@ def test_cli_prints_json_and_reports_bad_files(tmp_path, capsys):
     assert crowd_subsets.main(["--gt", str(tmp_path / "missing.json"), "--dets",
                                str(det_path)]) == 2
     assert "missing.json" in capsys.readouterr().err
+
+
+def test_ground_truth_rep_iog_by_hand():
+    # A (41x100) and B overlap by 16x100: IoG(A, B) = 1600 / 4100; D overlaps A by 21x100 and has
+    # a larger IoU with A than B has, so D is A's repulsion ground truth: IoG(A, D) = 2100 / 4100.
+    # B's G_Rep is A (IoG 1600/4100), D's is A (2100/4100). C and H overlap no pedestrian.
+    v = sorted(crowd_subsets.ground_truth_rep_iog(_scene()).tolist())
+    assert v == pytest.approx(sorted([2100 / 4100, 1600 / 4100, 2100 / 4100]))
+    s = crowd_subsets.rep_iog_summary(_scene())
+    assert s["count"] == 3 and s["fraction_above_0.5"] == pytest.approx(2 / 3)
+    assert crowd_subsets.rep_iog_summary({"annotations": []}) == {"count": 0}
