@@ -202,8 +202,13 @@ def main(argv):
     unknown = [v for v in FLAGS.variants if v not in common.LOSS_VARIANTS]
     if unknown:
         raise app.UsageError(f"Unknown variant(s) {unknown}; valid: {list(common.LOSS_VARIANTS)}")
-    seeds = [int(s) for s in FLAGS.seeds]
-    thresholds = [float(t) for t in FLAGS.nms]
+    try:
+        seeds = [int(s) for s in FLAGS.seeds]
+        thresholds = [float(t) for t in FLAGS.nms]
+    except ValueError as e:
+        raise app.UsageError(f"--seeds takes integers and --nms numbers: {e}") from None
+    if not all(0.0 < t <= 1.0 for t in thresholds):
+        raise app.UsageError(f"--nms thresholds must be in (0, 1], got {thresholds}")
     base = FLAGS.config
     os.makedirs(FLAGS.workdir, exist_ok=True)
     summary_path = os.path.join(FLAGS.workdir, "ablation.json")
