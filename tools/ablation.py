@@ -219,6 +219,7 @@ def main(argv):
     # Seed-major: an interrupted ablation still has every variant at the first seed.
     todo = [(v, s) for s in seeds for v in FLAGS.variants]
     t0 = time.time()
+    trained = 0  # runs trained by this process (reused ones take no time)
     for i, (variant, seed) in enumerate(todo):
         wd = os.path.join(FLAGS.workdir, variant, f"seed{seed}")
         done = results.get(variant, {}).get(str(seed))
@@ -226,10 +227,12 @@ def main(argv):
         if done is not None and done.get("step") == int(cfg.schedule.total_steps):
             print(f"[{i + 1}/{len(todo)}] {variant} seed {seed}: done before, reused", flush=True)
             continue
-        elapsed = time.time() - t0
-        eta = "" if i == 0 else f", ETA {(elapsed / i) * (len(todo) - i) / 60:.0f} min"
+        left = len(todo) - i
+        eta = (f", ETA {(time.time() - t0) / trained * left / 60:.0f} min" if trained
+               else f", {left} run(s) to train")
         print(f"[{i + 1}/{len(todo)}] {variant} seed {seed}: training in {wd}{eta}", flush=True)
         train.train_and_evaluate(cfg, wd)
+        trained += 1
         r = analyse_checkpoint(cfg, wd, thresholds)
         r["terms"] = list(cfg.loss.terms)
         results.setdefault(variant, {})[str(seed)] = r
