@@ -35,12 +35,18 @@ from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", "configs/quickstart.py", "Config of the checkpoint.")
-flags.DEFINE_string("workdir", None, "Run directory with checkpoints/ (not needed for --step 0).")
-flags.DEFINE_integer("step", None, "Checkpoint step (default latest; 0 = fresh initialisation).")
-flags.DEFINE_list("terms", ["focal", "smooth_l1", "rep_gt", "rep_box"], "Loss terms to compare.")
-flags.DEFINE_integer("batches", 4, "Training batches to average over (median reported).")
-flags.DEFINE_string("out", None, "Write the results as JSON here.")
+
+
+def define_flags():
+    """The CLI's flags; defined only when run as a program, so importing this module (tests,
+    notebooks, other tools with their own --config) never collides with another --config."""
+    config_flags.DEFINE_config_file("config", "configs/quickstart.py", "Config of the checkpoint.")
+    flags.DEFINE_string("workdir", None, "Run directory with checkpoints/ (not needed for --step 0).")
+    flags.DEFINE_integer("step", None, "Checkpoint step (default latest; 0 = fresh initialisation).")
+    flags.DEFINE_list("terms", ["focal", "smooth_l1", "rep_gt", "rep_box"], "Loss terms to compare.")
+    flags.DEFINE_integer("batches", 4, "Training batches to average over (median reported).")
+    flags.DEFINE_string("out", None, "Write the results as JSON here.")
+
 
 # loss term -> (key of the normalised term in the loss aux dict, config weight name)
 TERM_KEYS = {
@@ -206,4 +212,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
