@@ -25,6 +25,7 @@ Prints a table; `--out` writes the numbers as JSON.
 from __future__ import annotations
 
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -205,7 +206,11 @@ def main(argv):
 
     if FLAGS.out:  # before the work, so a bad path fails in seconds, not after it
         os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
-    r = analyse(FLAGS.config, FLAGS.workdir, FLAGS.step, FLAGS.terms, FLAGS.batches)
+    try:
+        r = analyse(FLAGS.config, FLAGS.workdir, FLAGS.step, FLAGS.terms, FLAGS.batches)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:  # bad flags, workdir, checkpoint
+        print(f"loss_gradients: {e}", file=sys.stderr)
+        sys.exit(2)
     print(format_table(r))
     if FLAGS.out:
         atomic_write_json(r, FLAGS.out)
