@@ -66,7 +66,13 @@ def tree_norm_rows(tree) -> jnp.ndarray:
 
 
 def make_term_gradients(detector, terms, loss_cfg, target_cfg):
-    """Jitted `(params, batch_stats, batch) -> (per-term grad norms [T], total norm, rep IoG)`."""
+    """Jitted `(params, batch_stats, batch) -> (per_term [T], total, rep [B, N, 2])`.
+
+    per_term: gradient norm of each weighted term of `terms`; total: norm of their summed
+    gradient; rep: per anchor, IoG with its repulsion ground truth and the box's RepGT pull
+    (NaN where the anchor is not a positive with a repulsion target; `[0, 2]` without rep_gt).
+    The target assignment and box decoding are the loss's own (`detectors.retinanet`).
+    """
     from detectors import retinanet
     from detectors.ops import box_coder
     from losses import box_overlap, repulsion
