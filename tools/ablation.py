@@ -218,8 +218,8 @@ def main(argv):
             results = json.load(f).get("runs", {})
     # Seed-major: an interrupted ablation still has every variant at the first seed.
     todo = [(v, s) for s in seeds for v in FLAGS.variants]
-    t0 = time.time()
-    trained = 0  # runs trained by this process (reused ones take no time)
+    # ETA from the runs this process trained from scratch (reused and resumed ones are shorter).
+    fresh_runs, fresh_seconds = 0, 0.0
     for i, (variant, seed) in enumerate(todo):
         wd = os.path.join(FLAGS.workdir, variant, f"seed{seed}")
         done = results.get(variant, {}).get(str(seed))
@@ -228,12 +228,16 @@ def main(argv):
             print(f"[{i + 1}/{len(todo)}] {variant} seed {seed}: done before, reused", flush=True)
             continue
         left = len(todo) - i
-        eta = (f", ETA {(time.time() - t0) / trained * left / 60:.0f} min" if trained
+        eta = (f", ETA {fresh_seconds / fresh_runs * left / 60:.0f} min" if fresh_runs
                else f", {left} run(s) to train")
         print(f"[{i + 1}/{len(todo)}] {variant} seed {seed}: training in {wd}{eta}", flush=True)
+        resumed = os.path.isdir(os.path.join(wd, "checkpoints"))
+        t_run = time.time()
         train.train_and_evaluate(cfg, wd)
-        trained += 1
         r = analyse_checkpoint(cfg, wd, thresholds)
+        if not resumed:
+            fresh_runs += 1
+            fresh_seconds += time.time() - t_run
         r["terms"] = list(cfg.loss.terms)
         results.setdefault(variant, {})[str(seed)] = r
         if jax.process_index() == 0:  # after every run, so an interruption loses nothing
