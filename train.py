@@ -39,6 +39,26 @@ log = logging.getLogger("train")
 
 class TrainState(train_state.TrainState):
     batch_stats: Any = None
+    # Exponential moving average of {'params', 'batch_stats'} (None when optimizer.ema_decay=0);
+    # evaluation uses it when present.
+    ema: Any = None
+
+
+def eval_variables(state: TrainState) -> dict:
+    """The variables evaluation runs with: the moving average if kept, else the live weights."""
+    if state.ema is not None:
+        return state.ema
+    return {"params": state.params, "batch_stats": state.batch_stats}
+
+
+def ema_decay_at(step, decay: float):
+    """Decay for the update after `step` updates: min(decay, (1 + step) / (10 + step)).
+
+    The ramp (as in tf.train.ExponentialMovingAverage's num_updates) keeps the average from
+    being dominated by the random initialisation in short runs.
+    """
+    step = jnp.asarray(step, jnp.float32)
+    return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
 
 
 class NonFiniteLossError(RuntimeError):
@@ -111,11 +131,17 @@ def create_train_state(detector: Detector, config, mesh) -> TrainState:
     h, w = config.input.image_size
     dummy = jnp.zeros((1, h, w, 3), jnp.float32)
 
+    ema_decay = float(config.optimizer.get("ema_decay", 0.0))
+    if not 0.0 <= ema_decay < 1.0:
+        raise ValueError(f"optimizer.ema_decay must be in [0, 1), got {ema_decay}")
+
     def init():
         variables = detector.model.init(jax.random.PRNGKey(config.seed), dummy, train=False)
+        params = variables["params"]
+        batch_stats = variables.get("batch_stats", {})
+        ema = {"params": params, "batch_stats": batch_stats} if ema_decay else None
         return TrainState.create(
-            apply_fn=detector.model.apply, params=variables["params"],
-            batch_stats=variables.get("batch_stats", {}), tx=tx,
+            apply_fn=detector.model.apply, params=params, batch_stats=batch_stats, tx=tx, ema=ema,
         )
 
     replicated = NamedSharding(mesh, P())
@@ -124,8 +150,10 @@ def create_train_state(detector: Detector, config, mesh) -> TrainState:
     return jax.jit(init, out_shardings=shardings)()
 
 
-def make_train_step(detector: Detector, schedule):
-    """`train_step(state, batch) -> (state, metrics)`; jit it with shardings (see `jit_steps`)."""
+def make_train_step(detector: Detector, schedule, ema_decay: float = 0.0):
+    """`train_step(state, batch) -> (state, metrics)`; jit it with shardings (see `jit_steps`).
+
+    With `ema_decay` > 0 the step also updates `state.ema` (see `ema_decay_at`)."""
 
     def train_step(state: TrainState, batch):
         def loss_fn(params):
@@ -138,6 +166,12 @@ def make_train_step(detector: Detector, schedule):
 
         (loss, (aux, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+        if ema_decay:
+            d = ema_decay_at(state.step, ema_decay)
+            live = {"params": new_state.params, "batch_stats": batch_stats}
+            new_state = new_state.replace(
+                ema=jax.tree.map(lambda e, x: d * e + (1.0 - d) * x, state.ema, live)
+            )
         metrics = {
             "loss": loss,
             "grad_norm": optax.global_norm(grads),
@@ -153,15 +187,13 @@ def make_train_step(detector: Detector, schedule):
 
 def make_eval_step(detector: Detector):
     def eval_step(state: TrainState, images):
-        outputs = state.apply_fn(
-            {"params": state.params, "batch_stats": state.batch_stats}, images, train=False
-        )
+        outputs = state.apply_fn(eval_variables(state), images, train=False)
         return detector.postprocess_fn(outputs)
 
     return eval_step
 
 
-def jit_steps(train_detector, eval_detector, schedule, mesh, state):
+def jit_steps(train_detector, eval_detector, schedule, mesh, state, ema_decay: float = 0.0):
     """Jitted train and eval steps with explicit shardings (state replicated, batch sharded).
 
     The two detectors share one module; they differ only in anchors when training uses crops."""
@@ -169,7 +201,7 @@ def jit_steps(train_detector, eval_detector, schedule, mesh, state):
     data = NamedSharding(mesh, P("data"))
     state_sh = jax.tree.map(lambda _: repl, state)
     train_step = jax.jit(
-        make_train_step(train_detector, schedule),
+        make_train_step(train_detector, schedule, ema_decay),
         in_shardings=(state_sh, data), out_shardings=(state_sh, repl), donate_argnums=(0,),
     )
     eval_step = jax.jit(
@@ -426,7 +458,9 @@ def _setup(config, workdir):
         builder = pipeline.get_builder(config.input.dataset, config.input.data_dir)
     state = create_train_state(detector, config, mesh)
     _, schedule = build_optimizer(config.optimizer, config.schedule)
-    train_step, eval_step = jit_steps(train_detector, detector, schedule, mesh, state)
+    train_step, eval_step = jit_steps(
+        train_detector, detector, schedule, mesh, state, float(config.optimizer.ema_decay)
+    )
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=2))

@@ -41,6 +41,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     # Train on random crops of this (H, W) of the resized image (None: whole images). The model is
     # fully convolutional, so evaluation still runs on whole `image_size` images.
     c.input.train_crop_size = ml_collections.config_dict.placeholder(tuple)
+    # Training scale jitter: each image is resized by a uniform factor in (lo, hi) before the
+    # crop (padded with the mean colour when smaller). (1, 1) = off, as in the paper (4.1).
+    c.input.train_scale_range = (1.0, 1.0)
     c.input.batch_size = 16  # global batch; focal loss paper 4.1: 16 images per minibatch
     c.input.eval_batch_size = 8
     c.input.max_boxes = 128  # padded pedestrians per image
@@ -110,6 +113,8 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.optimizer.momentum = 0.9
     c.optimizer.weight_decay = 1e-4  # masked: not on biases or norm parameters
     c.optimizer.grad_clip_norm = 0.0  # 0 disables
+    # Exponential moving average of the weights used for evaluation; 0 = off (the paper has none).
+    c.optimizer.ema_decay = 0.0
 
     c.schedule = ml_collections.ConfigDict()
     c.schedule.kind = "step"  # 'step' or 'cosine'

@@ -102,6 +102,43 @@ def random_crop(image, boxes, crop_hw, seed):
     return image, boxes - shift
 
 
+def random_scale(image, boxes, scale_range, seed):
+    """Resizes `[H, W, 3]` float32 by a stateless random factor in `scale_range`; scales boxes.
+
+    Args:
+      image: `[H, W, 3]` float32 pixel values (not yet normalised).
+      boxes: `[N, 4]` xyxy pixels of `image`.
+      scale_range: (lo, hi) of the uniform factor; the same factor on both axes.
+      seed: `[2]` int stateless seed.
+    Returns:
+      (`[round(H*s), round(W*s), 3]` float32, `[N, 4]` xyxy boxes in the resized image's pixels).
+    """
+    lo, hi = (float(v) for v in scale_range)
+    s = lo + (hi - lo) * tf.random.stateless_uniform([], seed=seed)
+    h = tf.cast(tf.shape(image)[0], tf.float32)
+    w = tf.cast(tf.shape(image)[1], tf.float32)
+    new_h = tf.maximum(tf.cast(tf.round(h * s), tf.int32), 1)
+    new_w = tf.maximum(tf.cast(tf.round(w * s), tf.int32), 1)
+    image = tf.image.resize(image, tf.stack([new_h, new_w]), method="bilinear", antialias=True)
+    # Exact per-axis factors (rounding makes them differ slightly from s).
+    sx = tf.cast(new_w, tf.float32) / w
+    sy = tf.cast(new_h, tf.float32) / h
+    return image, boxes * tf.stack([sx, sy, sx, sy])
+
+
+def pad_to_at_least(image, min_hw, fill_rgb):
+    """Pads `[H, W, 3]` at the bottom and right to at least `min_hw` with the colour `fill_rgb`.
+
+    Padding with the normalisation mean makes the padded pixels exactly 0 after normalisation.
+    """
+    h = tf.shape(image)[0]
+    w = tf.shape(image)[1]
+    pad_h = tf.maximum(min_hw[0] - h, 0)
+    pad_w = tf.maximum(min_hw[1] - w, 0)
+    fill = tf.constant(fill_rgb, tf.float32)
+    return tf.pad(image - fill, [[0, pad_h], [0, pad_w], [0, 0]]) + fill
+
+
 def make_decode_fn(input_cfg, image_feature, train: bool, seed: int):
     """Returns `decode(index, raw_example) -> dict` of fixed-shape tensors for one example."""
     out_h, out_w = (int(s) for s in input_cfg.image_size)
@@ -110,6 +147,12 @@ def make_decode_fn(input_cfg, image_feature, train: bool, seed: int):
         raise ValueError(f"input.train_crop_size {crop_hw} exceeds input.image_size {(out_h, out_w)}")
     max_boxes, max_ignore = int(input_cfg.max_boxes), int(input_cfg.max_ignore)
     overflow = input_cfg.overflow
+    scale_range = tuple(float(v) for v in (input_cfg.get("train_scale_range") or (1.0, 1.0)))
+    if len(scale_range) != 2 or not 0 < scale_range[0] <= scale_range[1]:
+        raise ValueError(
+            f"input.train_scale_range must be (lo, hi) with 0 < lo <= hi, got {scale_range}"
+        )
+    jitter = train and scale_range != (1.0, 1.0)
     if overflow not in ("error", "truncate"):
         raise ValueError(f"input.overflow must be 'error' or 'truncate', got {overflow!r}")
 
@@ -136,7 +179,13 @@ def make_decode_fn(input_cfg, image_feature, train: bool, seed: int):
         # Annotation problems (boxes outside the image, zero area) are counted on the whole image.
         boxes, is_ped, zero_ped = clip_and_filter_boxes(boxes, is_ped, out_h, out_w)
         boxes, is_ignore, zero_ign = clip_and_filter_boxes(boxes, is_ignore, out_h, out_w)
-        if train and crop_hw != (out_h, out_w):
+        if jitter or (train and crop_hw != (out_h, out_w)):
+            if jitter:
+                # Scale jitter: large pedestrians that no native-resolution crop holds whole are
+                # seen whole at the smaller scales; the image is padded up to the crop if needed.
+                scale_seed = tf.stack([tf.cast(seed, tf.int64) + 2, index])
+                image, boxes = random_scale(image, boxes, scale_range, scale_seed)
+                image = pad_to_at_least(image, crop_hw, input_cfg.mean_rgb)
             crop_seed = tf.stack([tf.cast(seed, tf.int64) + 1, index])
             image, boxes = random_crop(image, boxes, crop_hw, crop_seed)
             image = tf.ensure_shape(image, [crop_hw[0], crop_hw[1], 3])

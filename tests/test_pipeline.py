@@ -164,6 +164,42 @@ def test_training_crop_shifts_boxes_and_ignores_mostly_cut_pedestrians():
     assert seen_inside, "the small pedestrian was never fully inside a crop"
 
 
+def test_scale_jitter_at_half_scale_shows_the_whole_image_with_scaled_boxes():
+    # 32x64 image, crop 16x32, jitter fixed at 0.5: every crop is the whole downscaled image, so
+    # the pedestrian too large for any native crop is now a whole target.
+    ex = _example(
+        [[0.25, 0.25, 0.5, 0.375], [0.0, 0.0, 1.0, 1.0]], labels=[1, 1], ignore=[False, False]
+    )
+    cfg = _input_cfg(train_crop_size=(16, 32), train_scale_range=(0.5, 0.5))
+    for index in range(3):
+        out = _decode(cfg, ex, train=True, index=index)
+        assert out["image"].shape == (16, 32, 3)
+        assert out["gt_valid"].tolist() == [True, True, False]
+        assert not out["ignore_valid"].any()
+        np.testing.assert_allclose(out["gt_boxes"][0], [8, 4, 12, 8], atol=1e-4)
+        np.testing.assert_allclose(out["gt_boxes"][1], [0, 0, 32, 16], atol=1e-4)
+        # Left half white, right half black: the downscale keeps that layout.
+        assert out["image"][:, :12].min() > 200 and out["image"][:, 20:].max() < 60
+
+
+def test_scale_jitter_pads_small_scales_with_the_mean_colour_and_checks_its_range():
+    ex = _example([[0.25, 0.25, 0.5, 0.375]], labels=[1], ignore=[False])
+    mean = (10.0, 20.0, 30.0)
+    cfg = _input_cfg(train_crop_size=(16, 32), train_scale_range=(0.25, 0.25), mean_rgb=mean)
+    out = _decode(cfg, ex, train=True, index=0)
+    # 32x64 * 0.25 = 8x16 placed at the top left of a 16x32 crop; the rest is the mean colour,
+    # i.e. 0 after normalisation.
+    np.testing.assert_allclose(out["image"][8:], 0.0, atol=1e-5)
+    np.testing.assert_allclose(out["image"][:, 16:], 0.0, atol=1e-5)
+    np.testing.assert_allclose(out["gt_boxes"][0], [4, 2, 6, 4], atol=1e-4)
+    # Evaluation never jitters.
+    ev = _decode(cfg, ex, train=False, index=0)
+    assert ev["image"].shape == (32, 64, 3)
+    np.testing.assert_allclose(ev["gt_boxes"][0], [16, 8, 24, 16], atol=1e-4)
+    with pytest.raises(ValueError, match="train_scale_range"):
+        _decode(_input_cfg(train_scale_range=(1.0, 0.5)), ex, train=True, index=0)
+
+
 def test_undecodable_images_are_named():
     good = _example(np.zeros((0, 4)), labels=[], ignore=[])
     raw = tf.data.Dataset.from_tensor_slices({

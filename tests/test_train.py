@@ -6,9 +6,11 @@ import os
 import subprocess
 import sys
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 import train
@@ -86,6 +88,37 @@ def test_train_step_traces_once_and_empty_ground_truth_is_finite(tiny_config, tm
     assert m["num_pos"] == 0 and np.isfinite(m["loss"]) and np.isfinite(m["grad_norm"])
     assert all(bool(jnp.all(jnp.isfinite(p))) for p in jax.tree.leaves(state.params))
     assert train_step._cache_size() == 1
+
+
+def test_weight_ema_follows_its_formula_is_checkpointed_and_used_for_eval(tiny_config, tmp_path):
+    with tiny_config.unlocked():
+        tiny_config.optimizer.ema_decay = 0.9
+    mesh, detector, builder, state, train_step, _ = train._setup(tiny_config, str(tmp_path))
+    data = pipeline.as_numpy_iterator(pipeline.train_dataset(builder, tiny_config.input, 0))
+    expected = jax.device_get(state.ema)
+    chex.assert_trees_all_close(expected["params"], jax.device_get(state.params))
+    for t in range(3):
+        local = next(data)
+        local.pop("image_id"), local.pop("scale_xy")
+        state, _ = train_step(state, train.to_global(local, mesh))
+        d = min(0.9, (1.0 + t) / (10.0 + t))  # the ramp: 0.1, 0.18, 0.25
+        live = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
+        expected = jax.tree.map(lambda e, x, d=d: d * e + (1 - d) * x, expected, live)
+    chex.assert_trees_all_close(jax.device_get(state.ema), expected, rtol=1e-5, atol=1e-6)
+    assert train.eval_variables(state) is state.ema
+    # The average is part of the checkpoint.
+    mgr = train._checkpoint_manager(str(tmp_path), tiny_config.checkpoint)
+    mgr.save(3, args=ocp.args.StandardSave(state), force=True)
+    mgr.wait_until_finished()
+    fresh = train.create_train_state(detector, tiny_config, mesh)
+    restored, step = train.restore_state(mgr, fresh)
+    mgr.close()
+    assert step == 3
+    chex.assert_trees_all_close(jax.device_get(restored.ema), expected, rtol=1e-5, atol=1e-6)
+    with tiny_config.unlocked():
+        tiny_config.optimizer.ema_decay = 1.0
+    with pytest.raises(ValueError, match="ema_decay"):
+        train.create_train_state(detector, tiny_config, mesh)
 
 
 def test_non_finite_loss_stops_with_the_step(tiny_config, tmp_path):

@@ -91,9 +91,7 @@ def analyse_checkpoint(config, workdir: str, thresholds) -> dict:
 
     @jax.jit
     def forward(state, batch):
-        outputs = state.apply_fn(
-            {"params": state.params, "batch_stats": state.batch_stats}, batch["image"], train=False
-        )
+        outputs = state.apply_fn(train.eval_variables(state), batch["image"], train=False)
         _, aux = detector.loss_fn(outputs, batch)  # targets as in training: positives' AIC
         dets = {t: d.postprocess_fn(outputs) for t, d in by_nms.items()}
         return aux["aic"] * aux["num_pos"], aux["num_pos"], dets

@@ -85,7 +85,9 @@ def bench_model(config, repeats, warmup, what):
     jax.block_until_ready(state)
     init_s = time.perf_counter() - t0
     _, schedule = train.build_optimizer(config.optimizer, config.schedule)
-    train_step, eval_step = train.jit_steps(train_detector, detector, schedule, mesh, state)
+    train_step, eval_step = train.jit_steps(
+        train_detector, detector, schedule, mesh, state, float(config.optimizer.ema_decay)
+    )
     results = {"init_s": init_s}
     b = config.input.batch_size
     batch = train.to_global(random_batch(config, b, train_size), mesh)
