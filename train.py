@@ -241,11 +241,27 @@ def restore_state(mgr: ocp.CheckpointManager, state: TrainState, step: int | Non
     try:
         restored = mgr.restore(step, args=ocp.args.StandardRestore(abstract))
     except Exception as e:  # orbax raises several types for corrupt or mismatched checkpoints
-        raise RuntimeError(
-            f"Could not restore checkpoint step {step} from {mgr.directory}: {e}. "
-            "Is it from a different config (model size / optimizer)? Use another --workdir."
-        ) from e
+        restored = _restore_without_ema(mgr, step, abstract) if state.ema is None else None
+        if restored is None:
+            raise RuntimeError(
+                f"Could not restore checkpoint step {step} from {mgr.directory}: {e}. "
+                "Is it from a different config (model size / optimizer / optimizer.ema_decay)? "
+                "Use another --workdir."
+            ) from e
+        restored = state.replace(**restored)
     return restored, step
+
+
+def _restore_without_ema(mgr, step, abstract):
+    """Checkpoints written before `TrainState.ema` existed have no `ema` entry at all (a None
+    field is saved as an empty entry); restore their four fields, or return None."""
+    fields = ("step", "params", "batch_stats", "opt_state")
+    try:
+        return mgr.restore(
+            step, args=ocp.args.StandardRestore({k: getattr(abstract, k) for k in fields})
+        )
+    except Exception:  # not such a checkpoint either: the caller reports the first error
+        return None
 
 
 # ----------------------------------------------------------------------------- logging

@@ -112,9 +112,24 @@ def test_weight_ema_follows_its_formula_is_checkpointed_and_used_for_eval(tiny_c
     mgr.wait_until_finished()
     fresh = train.create_train_state(detector, tiny_config, mesh)
     restored, step = train.restore_state(mgr, fresh)
-    mgr.close()
     assert step == 3
     chex.assert_trees_all_close(jax.device_get(restored.ema), expected, rtol=1e-5, atol=1e-6)
+    # A checkpoint with an average does not restore into a run without one (clear error) ...
+    with tiny_config.unlocked():
+        tiny_config.optimizer.ema_decay = 0.0
+    plain = train.create_train_state(detector, tiny_config, mesh)
+    with pytest.raises(RuntimeError, match="ema_decay"):
+        train.restore_state(mgr, plain)
+    mgr.close()
+    # ... and one written before the `ema` field existed (no entry at all) still restores.
+    legacy = train._checkpoint_manager(str(tmp_path / "legacy"), tiny_config.checkpoint)
+    fields = ("step", "params", "batch_stats", "opt_state")
+    legacy.save(3, args=ocp.args.StandardSave({k: getattr(state, k) for k in fields}), force=True)
+    legacy.wait_until_finished()
+    restored, _ = train.restore_state(legacy, plain)
+    legacy.close()
+    assert restored.ema is None
+    chex.assert_trees_all_close(jax.device_get(restored.params), jax.device_get(state.params))
     with tiny_config.unlocked():
         tiny_config.optimizer.ema_decay = 1.0
     with pytest.raises(ValueError, match="ema_decay"):
