@@ -29,7 +29,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from detectors.builder import Detector, build_detector
-from evaluation import coco_ap, miss_rate, visualize
+from evaluation import analysis, coco_ap, miss_rate, visualize
 from evaluation.io import atomic_write_json
 from input_pipeline import pipeline
 from input_pipeline.datasets.citypersons_format import export_citypersons_gt
@@ -185,18 +185,26 @@ def make_train_step(detector: Detector, schedule, ema_decay: float = 0.0):
     return train_step
 
 
-def make_eval_step(detector: Detector):
+def make_eval_step(detector: Detector, with_raw: bool = False):
+    """`eval_step(state, images)` -> padded detections; with `with_raw` also the pre-NMS
+    candidates under key "raw" (one forward pass for both)."""
+
     def eval_step(state: TrainState, images):
         outputs = state.apply_fn(eval_variables(state), images, train=False)
-        return detector.postprocess_fn(outputs)
+        dets = detector.postprocess_fn(outputs)
+        if with_raw and detector.raw_fn is not None:
+            dets = {**dets, "raw": detector.raw_fn(outputs)}
+        return dets
 
     return eval_step
 
 
-def jit_steps(train_detector, eval_detector, schedule, mesh, state, ema_decay: float = 0.0):
+def jit_steps(train_detector, eval_detector, schedule, mesh, state, ema_decay: float = 0.0,
+              with_raw: bool = False):
     """Jitted train and eval steps with explicit shardings (state replicated, batch sharded).
 
-    The two detectors share one module; they differ only in anchors when training uses crops."""
+    The two detectors share one module; they differ only in anchors when training uses crops.
+    `with_raw`: the eval step also returns the pre-NMS candidates (see `make_eval_step`)."""
     repl = NamedSharding(mesh, P())
     data = NamedSharding(mesh, P("data"))
     state_sh = jax.tree.map(lambda _: repl, state)
@@ -205,7 +213,8 @@ def jit_steps(train_detector, eval_detector, schedule, mesh, state, ema_decay: f
         in_shardings=(state_sh, data), out_shardings=(state_sh, repl), donate_argnums=(0,),
     )
     eval_step = jax.jit(
-        make_eval_step(eval_detector), in_shardings=(state_sh, data), out_shardings=data
+        make_eval_step(eval_detector, with_raw), in_shardings=(state_sh, data),
+        out_shardings=data,
     )
     return train_step, eval_step
 
@@ -336,8 +345,11 @@ def _check_finite(step_metrics: list[tuple[int, dict]]):
 # ----------------------------------------------------------------------------- evaluation
 
 
-def run_detection(detector, eval_step, state, builder, config, mesh, split):
-    """Runs the detector over `split`; returns (CityPersons-style detections list, num images)."""
+def run_detection(detector, eval_step, state, builder, config, mesh, split, raw=None):
+    """Runs the detector over `split`; returns (CityPersons-style detections list, num images).
+
+    If `raw` is a list and the eval step returns pre-NMS candidates, their records are appended
+    to it."""
     ds, n = pipeline.eval_dataset(
         builder, config.input, split, config.eval.max_images, jax.process_index(),
         jax.process_count(),
@@ -357,6 +369,8 @@ def run_detection(detector, eval_step, state, builder, config, mesh, split):
         out = multihost_utils.process_allgather(out, tiled=True)
         meta = multihost_utils.process_allgather(meta, tiled=True)
         dets.extend(detections_to_records(out, meta))
+        if raw is not None and "raw" in out:
+            raw.extend(detections_to_records(out["raw"], meta))
     return dets, n
 
 
@@ -392,6 +406,14 @@ def eval_ground_truth(builder, split, max_images, path) -> dict:
     return miss_rate.load_gt(path)
 
 
+def _example_images(builder, split, k: int) -> list[tuple]:
+    """The first `k` images of `split` as (image id, [H, W, 3] uint8) pairs."""
+    if k <= 0:
+        return []
+    return [(int(ex["image/id"]), ex["image"])
+            for ex in tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False).take(k))]
+
+
 def draw_examples(builder, split, dets, config, path):
     """PNG of the first few images with ground truth (green/yellow) and detections (red)."""
     k = int(config.eval.num_images_to_draw)
@@ -422,7 +444,8 @@ def evaluate_checkpoint(detector, eval_step, state, builder, config, mesh, workd
     """Detections, MR^-2 for every setup, COCO AP, JSON files and a PNG under workdir/eval/<step>."""
     split = config.input.eval_split
     t0 = time.time()
-    dets, n = run_detection(detector, eval_step, state, builder, config, mesh, split)
+    raw: list = []
+    dets, n = run_detection(detector, eval_step, state, builder, config, mesh, split, raw)
     infer_s = time.time() - t0
     if jax.process_index() != 0:
         return {}
@@ -439,8 +462,18 @@ def evaluate_checkpoint(detector, eval_step, state, builder, config, mesh, workd
         "miss_rate": mr, "coco": ap, "inference_images_per_s": n / max(infer_s, 1e-9),
     }
     atomic_write_json(dets, os.path.join(out_dir, "detections.json"))
-    atomic_write_json(metrics, os.path.join(out_dir, "metrics.json"))
     draw_examples(builder, split, dets, config, os.path.join(out_dir, "detections.png"))
+    if config.eval.analysis:
+        t1 = time.time()
+        metrics.update(analysis.analyse_eval_dir(
+            gt, dets, raw or None, out_dir, step=int(step), metrics=metrics,
+            images=_example_images(builder, split, int(config.eval.num_images_to_draw)),
+            max_detections=int(config.inference.max_detections),
+        ))
+        metrics["analysis_seconds"] = time.time() - t1
+    atomic_write_json(metrics, os.path.join(out_dir, "metrics.json"))
+    if config.eval.analysis:
+        analysis.write_index(out_dir, metrics)
     print(format_miss_rate_table(step, mr, ap), flush=True)
     if progress is not None:
         progress.scalars(step, {**{f"eval/MR_{k}": v for k, v in mr.items()},
@@ -452,7 +485,9 @@ def format_miss_rate_table(step, mr: dict, ap: dict) -> str:
     lines = [f"Evaluation at step {step} (MR^-2, lower is better)", f"{'setup':<24}{'MR^-2':>8}"]
     # -1 is the official evaluator's value for a setup without any non-ignored ground truth.
     lines += [f"{k:<24}{v * 100:>7.2f}%" if v >= 0 else f"{k:<24}{'n/a':>8}" for k, v in mr.items()]
-    lines += [f"{'COCO ' + k:<24}{v * 100:>7.2f}%" for k, v in ap.items()]
+    # COCO's -1: no ground truth of that size (APs / APm / APl).
+    lines += [f"{'COCO ' + k:<24}{v * 100:>7.2f}%" if v >= 0 else f"{'COCO ' + k:<24}{'n/a':>8}"
+              for k, v in ap.items()]
     return "\n".join(lines)
 
 
@@ -475,7 +510,8 @@ def _setup(config, workdir):
     state = create_train_state(detector, config, mesh)
     _, schedule = build_optimizer(config.optimizer, config.schedule)
     train_step, eval_step = jit_steps(
-        train_detector, detector, schedule, mesh, state, float(config.optimizer.ema_decay)
+        train_detector, detector, schedule, mesh, state, float(config.optimizer.ema_decay),
+        with_raw=bool(config.eval.analysis),
     )
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "config.json"), "w") as f:

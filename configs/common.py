@@ -129,6 +129,10 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.eval.max_images = 0  # 0 = whole split
     c.eval.num_images_to_draw = 4
     c.eval.draw_score_threshold = 0.3
+    # The full analysis of issue 4 under eval/<step>/ (crowd error analysis, NMS sweep from raw
+    # pre-NMS detections, score-vs-IoU histogram, AP table, curves, index.html); False: MR + AP only.
+    c.eval.analysis = True
+    c.eval.raw_max_detections = 1000  # pre-NMS candidates kept per image for the NMS sweep
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every_steps = 5_000

@@ -38,6 +38,9 @@ class Detector:
     level_sizes: tuple
     loss_fn: Callable[..., Any]
     postprocess_fn: Callable[..., Any]
+    # raw_fn(outputs) -> the pre-NMS candidates in the same padded layout (`[B,R]`), for NMS
+    # sweeps on the host; None for detectors without one.
+    raw_fn: Callable[..., Any] | None = None
 
 
 def _dtype(name):
@@ -93,7 +96,18 @@ def build_detector(config, image_size: tuple[int, int] | None = None) -> Detecto
         max_detections=inf.max_detections, box_weights=tuple(config.targets.box_weights),
     )
 
+    raw_per_image = functools.partial(
+        postprocess.raw_detections,
+        anchors=anchors_j, level_sizes=list(level_sizes), image_size=image_size,
+        score_threshold=inf.score_threshold, pre_nms_topk=inf.pre_nms_topk,
+        max_detections=int(config.eval.raw_max_detections),
+        box_weights=tuple(config.targets.box_weights),
+    )
+
     def postprocess_fn(outputs):
         return jax.vmap(per_image)(outputs["cls_logits"], outputs["box_deltas"])
 
-    return Detector(model, anchors, level_sizes, loss_fn, postprocess_fn)
+    def raw_fn(outputs):
+        return jax.vmap(raw_per_image)(outputs["cls_logits"], outputs["box_deltas"])
+
+    return Detector(model, anchors, level_sizes, loss_fn, postprocess_fn, raw_fn)

@@ -2,7 +2,7 @@
 
     python -m evaluation.coco_ap --gt val_gt.json --dets dets.json [--out ap.json]
 
-prints one JSON object {"AP": .., "AP50": .., "AP75": ..} (fractions).
+prints one JSON object {"AP", "AP50", "AP75", "APs", "APm", "APl"} (fractions).
 
 This module owns the glue between our ground-truth / detection JSON (the format of
 `evaluation.miss_rate`) and pycocotools' COCOeval (iouType "bbox", category 1 only):
@@ -13,7 +13,9 @@ This module owns the glue between our ground-truth / detection JSON (the format 
     the last annotation of a repeated id;
   - CityPersons' height / visibility setups are NOT applied: every non-ignored person counts;
   - AP is the COCO mean over IoU 0.50:0.95, all areas, at most `max_dets` (100) detections per
-    image; AP50 / AP75 at IoU 0.5 / 0.75;
+    image; AP50 / AP75 at IoU 0.5 / 0.75; APs / APm / APl over IoU 0.50:0.95 for COCO's area
+    ranges (< 32^2, 32^2-96^2, > 96^2 pixels of the annotation's `area`, default w * h) --
+    -1.0 where no ground truth of that size exists, as pycocotools reports it;
   - pycocotools' printing is silenced;
   - empty detections give 0.0 (pycocotools itself crashes on an empty result list) and a ground
     truth without any non-ignored person gives -1.0 (pycocotools' "undefined" convention).
@@ -42,6 +44,7 @@ from evaluation.io import (
 __all__ = ["coco_ap", "main", "to_pycocotools_gt"]
 
 PERSON_CATEGORY_ID = 1
+KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
 def to_pycocotools_gt(gt: dict) -> dict:
@@ -95,7 +98,7 @@ def coco_ap(gt: dict, dets: list[dict], max_dets: int = 100) -> dict[str, float]
     coco_gt_dict = to_pycocotools_gt(gt)
     num_pos = sum(1 for a in coco_gt_dict["annotations"] if not a["iscrowd"])
     if num_pos == 0:
-        return {"AP": -1.0, "AP50": -1.0, "AP75": -1.0}
+        return dict.fromkeys(KEYS, -1.0)
     results = [
         {
             "image_id": d["image_id"],
@@ -107,7 +110,7 @@ def coco_ap(gt: dict, dets: list[dict], max_dets: int = 100) -> dict[str, float]
         if d["category_id"] == PERSON_CATEGORY_ID
     ]
     if not results:
-        return {"AP": 0.0, "AP50": 0.0, "AP75": 0.0}
+        return dict.fromkeys(KEYS, 0.0)
 
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
@@ -122,8 +125,8 @@ def coco_ap(gt: dict, dets: list[dict], max_dets: int = 100) -> dict[str, float]
         ev.params.maxDets = [1, 10, int(max_dets)]
         ev.evaluate()
         ev.accumulate()
-        # precision: [T, R, K, A, M]; area "all" is index 0, the largest maxDets is last.
-        precision = ev.eval["precision"][:, :, 0, 0, -1]
+        # precision: [T, R, K, A, M]; areas all / small / medium / large, the largest maxDets last.
+        precision = ev.eval["precision"][:, :, 0, :, -1]
 
     def mean_ap(rows: np.ndarray) -> float:
         valid = rows[rows > -1]
@@ -131,9 +134,12 @@ def coco_ap(gt: dict, dets: list[dict], max_dets: int = 100) -> dict[str, float]
 
     iou_thrs = ev.params.iouThrs
     return {
-        "AP": mean_ap(precision),
-        "AP50": mean_ap(precision[np.isclose(iou_thrs, 0.5)]),
-        "AP75": mean_ap(precision[np.isclose(iou_thrs, 0.75)]),
+        "AP": mean_ap(precision[..., 0]),
+        "AP50": mean_ap(precision[np.isclose(iou_thrs, 0.5), :, 0]),
+        "AP75": mean_ap(precision[np.isclose(iou_thrs, 0.75), :, 0]),
+        "APs": mean_ap(precision[..., 1]),
+        "APm": mean_ap(precision[..., 2]),
+        "APl": mean_ap(precision[..., 3]),
     }
 
 

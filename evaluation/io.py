@@ -81,6 +81,27 @@ def atomic_write_json(obj: Any, path: str | os.PathLike, indent: int | None = 2)
     atomic_write_bytes((text + "\n").encode("utf-8"), path)
 
 
+def read_text(path: str | os.PathLike, what: str, kind: str) -> str:
+    """UTF-8 text of `path` (a BOM is dropped); every failure is one ValueError naming `what`,
+    the file and the fix. `kind` says what the file must be, e.g. "a JSON file"."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ValueError(f"{what} file not found: {path!r}; check the path")
+    if os.path.isdir(path):
+        raise ValueError(f"{what} path {path!r} is a directory; pass the file inside it")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise ValueError(f"cannot read {what} file {path!r}: {e.strerror or e}") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"{what} file {path!r} is not UTF-8 text (byte {e.start}); it must be {kind}"
+        ) from None
+
+
 def load_json(path: str | os.PathLike, what: str) -> Any:
     """Loads a JSON file; every failure is one ValueError naming `what`, the file and the fix.
 
@@ -89,22 +110,7 @@ def load_json(path: str | os.PathLike, what: str) -> Any:
       what: what the file is supposed to hold, e.g. "ground truth" or "detections"; used in
         the error message.
     """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise ValueError(f"{what} file not found: {path!r}; check the path")
-    if os.path.isdir(path):
-        raise ValueError(f"{what} path {path!r} is a directory; pass the JSON file inside it")
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as e:
-        raise ValueError(f"cannot read {what} file {path!r}: {e.strerror or e}") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise ValueError(
-            f"{what} file {path!r} is not UTF-8 text (byte {e.start}); it must be a JSON file"
-        ) from None
+    text = read_text(path, what, "a JSON file")
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:

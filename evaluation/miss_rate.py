@@ -175,6 +175,7 @@ class _GroundTruth:
     file_ignored: np.ndarray  # [G] bool, truthiness of the file flag
     file_crowd: np.ndarray  # [G] bool, int(file flag) != 0 (decides IoA vs IoU)
     id_nonzero: np.ndarray  # [G] bool, annotation id != 0 (the TP test)
+    ann_ids: list  # [G] annotation ids
 
 
 def _prepare_gt(gt: Any, source: str) -> _GroundTruth:
@@ -242,6 +243,7 @@ def _prepare_gt(gt: Any, source: str) -> _GroundTruth:
         file_ignored=file_ignored,
         file_crowd=file_crowd,
         id_nonzero=id_nonzero,
+        ann_ids=[a["id"] for _, a in ordered],
     )
 
 
@@ -251,6 +253,7 @@ class _Detections:
     score: np.ndarray  # [D] float64
     height: np.ndarray  # [D] float64, bbox[3]
     boxes: np.ndarray  # [D, 4] float64 xywh
+    src: np.ndarray  # [D] int64 position of each detection in the input list
 
 
 def _prepare_dets(dets: Any, gt: _GroundTruth, source: str) -> _Detections:
@@ -307,7 +310,9 @@ def _prepare_dets(dets: Any, gt: _GroundTruth, source: str) -> _Detections:
         rank = np.arange(img.size) - starts
         top = rank < MAX_DETS
         img, idx = img[top], idx[top]
-    return _Detections(img=img, score=scores[idx], height=boxes[idx, 3].copy(), boxes=boxes[idx])
+    return _Detections(
+        img=img, score=scores[idx], height=boxes[idx, 3].copy(), boxes=boxes[idx], src=idx
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -408,6 +413,10 @@ class _SetupResult:
     recall: np.ndarray  # [N] float64
     num_pos: int  # non-ignored ground truth (the recall denominator)
     mr: float
+    counted: np.ndarray  # [N] int64 detection rows (of _Detections) in evaluation order
+    match: np.ndarray  # [N] int64 matched ground-truth row, -1 for a false positive
+    is_tp: np.ndarray  # [N] bool
+    ignored: np.ndarray  # [G] bool, ground truth ignored in this setup
 
 
 def _log_average_miss_rate(fppi: np.ndarray, recall: np.ndarray) -> float:
@@ -435,7 +444,8 @@ def _evaluate_setup(
     num_pos = int(np.count_nonzero(~ignored))
     empty = np.zeros(0)
     if num_pos == 0:
-        return _SetupResult(empty, empty, 0, -1.0)
+        e = np.zeros(0, np.int64)
+        return _SetupResult(empty, empty, 0, -1.0, e, e.copy(), np.zeros(0, bool), ignored)
 
     kept = (dets.height >= h_lo / EXP_FILTER) & (dets.height < h_hi * EXP_FILTER)
     overlap = np.where(crowd[pairs.gt], pairs.ioa, pairs.iou)
@@ -461,12 +471,20 @@ def _evaluate_setup(
     fp = np.cumsum(~tp_flags).astype(np.float64)
     fppi = fp / num_images
     recall = tp / num_pos
-    return _SetupResult(fppi, recall, num_pos, _log_average_miss_rate(fppi, recall))
+    return _SetupResult(
+        fppi, recall, num_pos, _log_average_miss_rate(fppi, recall),
+        counted, np.where(tp_flags, match[counted], -1), tp_flags, ignored,
+    )
 
 
-def _resolve_setups(setups: Any) -> collections.OrderedDict:
+def resolve_setups(setups: Any, table: Mapping | None = None) -> collections.OrderedDict:
+    """Setup selection -> {name: ((height_lo, height_hi), (vis_lo, vis_hi))}.
+
+    `setups`: None (all of `table`), a name or names from `table`, or a mapping of custom
+    ranges. `table` defaults to `SETUPS`; other evaluators (Caltech) pass their own."""
+    table = SETUPS if table is None else table
     if setups is None:
-        return collections.OrderedDict(SETUPS)
+        return collections.OrderedDict(table)
     if isinstance(setups, str):
         setups = [setups]
     if isinstance(setups, Mapping):
@@ -483,11 +501,11 @@ def _resolve_setups(setups: Any) -> collections.OrderedDict:
         return out
     out = collections.OrderedDict()
     for name in setups:
-        if name not in SETUPS:
-            raise ValueError(f"unknown setup {name!r}; choose from {', '.join(SETUPS)}")
-        out[name] = SETUPS[name]
+        if name not in table:
+            raise ValueError(f"unknown setup {name!r}; choose from {', '.join(table)}")
+        out[name] = table[name]
     if not out:
-        raise ValueError(f"no setup selected; choose from {', '.join(SETUPS)}")
+        raise ValueError(f"no setup selected; choose from {', '.join(table)}")
     return out
 
 
@@ -498,7 +516,7 @@ def _run(
     gt_source: str = "ground truth",
     dets_source: str = "detections",
 ) -> dict[str, _SetupResult]:
-    chosen = _resolve_setups(setups)
+    chosen = resolve_setups(setups)
     gt = _prepare_gt(gt_dict, source=gt_source)
     dets = _prepare_dets(dets_list, gt, source=dets_source)
     num_images = len(gt.image_ids)
@@ -542,6 +560,80 @@ def miss_rate_curves(
     return {name: (r.fppi, 1.0 - r.recall) for name, r in _run(gt, dets, setups).items()}
 
 
+@dataclass(frozen=True)
+class SetupMatch:
+    """The official matching of one setup, for error analysis and plots.
+
+    Detections are those the official code counts (category 1, first 1000 per image, inside the
+    setup's expanded height range, not absorbed by an ignore region), in its evaluation order
+    (descending score; ties by image, then in-image rank). Ground truth is every person
+    annotation the official code loads, in its order.
+
+    Attributes:
+      scores: [N] float64 detection scores, non-increasing.
+      is_tp: [N] bool.
+      det_index: [N] int64 position of each detection in the input list.
+      image_ids: [N] image id of each detection.
+      det_boxes: [N, 4] float64 xywh.
+      gt_index: [N] int64 row of the matched ground truth (-1 for a false positive).
+      gt_ann_ids: [G] annotation ids; gt_image_ids: [G] image ids; gt_boxes: [G, 4] float64 xywh.
+      gt_ignored: [G] bool, ignored in this setup (file flag or out of its ranges).
+      num_images: FPPI denominator (unique image ids of the ground truth).
+      mr: the setup's MR^-2 (-1 without non-ignored ground truth).
+    """
+
+    scores: np.ndarray
+    is_tp: np.ndarray
+    det_index: np.ndarray
+    image_ids: list
+    det_boxes: np.ndarray
+    gt_index: np.ndarray
+    gt_ann_ids: list
+    gt_image_ids: list
+    gt_boxes: np.ndarray
+    gt_ignored: np.ndarray
+    num_images: int
+    mr: float
+
+    def gt_matched_score(self) -> np.ndarray:
+        """[G] float64: score of the detection matched to each ground truth, -inf if none. The
+        greedy matcher visits detections in score order, so the ground truth found at score
+        threshold t are exactly those with a matched score >= t."""
+        out = np.full(len(self.gt_ann_ids), -np.inf)
+        tp = self.is_tp
+        out[self.gt_index[tp]] = self.scores[tp]
+        return out
+
+
+def setup_matches(
+    gt: dict, dets: list[dict], setups: Sequence[str] | Mapping | str | None = None
+) -> dict[str, SetupMatch]:
+    """Per setup, which detection matched which ground truth under the official rules."""
+    gt_l = _prepare_gt(gt, source="ground truth")
+    dets_l = _prepare_dets(dets, gt_l, source="detections")
+    num_images = len(gt_l.image_ids)
+    pairs = _candidate_pairs(dets_l, gt_l, num_images)
+    out = {}
+    for name, ranges in resolve_setups(setups).items():
+        r = _evaluate_setup(gt_l, dets_l, pairs, num_images, ranges)
+        rows = r.counted
+        out[name] = SetupMatch(
+            scores=dets_l.score[rows],
+            is_tp=r.is_tp,
+            det_index=dets_l.src[rows],
+            image_ids=[gt_l.image_ids[k] for k in dets_l.img[rows].tolist()],
+            det_boxes=dets_l.boxes[rows],
+            gt_index=r.match,
+            gt_ann_ids=list(gt_l.ann_ids),
+            gt_image_ids=[gt_l.image_ids[k] for k in gt_l.img.tolist()],
+            gt_boxes=gt_l.boxes,
+            gt_ignored=r.ignored,
+            num_images=num_images,
+            mr=r.mr,
+        )
+    return out
+
+
 # ----------------------------------------------------------------------------------------------
 # Command line.
 
@@ -569,7 +661,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             setups = None
             if args.setups is not None:
                 setups = [s.strip() for s in args.setups.split(",") if s.strip()]
-            _resolve_setups(setups)  # reject a bad name before reading large files
+            resolve_setups(setups)  # reject a bad name before reading large files
             gt = load_json(args.gt, "ground truth")
             dets = load_json(args.dets, "detections")
             results = _run(

@@ -23,6 +23,10 @@ __all__ = ["DET_COLOR", "GT_COLOR", "IGNORE_COLOR", "draw_detections", "save_gri
 GT_COLOR = (0, 255, 0)
 IGNORE_COLOR = (255, 255, 0)
 DET_COLOR = (255, 0, 0)
+# Error pictures (the RepLoss paper's Figure 9: false positives blue, misses red).
+TP_COLOR = (0, 220, 0)
+FP_COLOR = (30, 110, 255)
+MISS_COLOR = (255, 30, 30)
 _DASH = 6  # pixels drawn, then pixels skipped, along an ignored box's edges
 
 
@@ -125,6 +129,40 @@ def draw_detections(
         ty = y1 - th - 3 if y1 - th - 3 >= 0 else min(y2 + 1, max(h - th - 2, 0))
         draw.rectangle([tx, ty, tx + tw + 2, ty + th + 2], fill=DET_COLOR)
         draw.text((tx + 1 - left, ty + 1 - top), text, fill=(255, 255, 255), font=font)
+    return np.asarray(canvas, dtype=np.uint8).copy()
+
+
+def draw_errors(image: np.ndarray, tp_boxes=None, fp_boxes=None, missed_boxes=None,
+                ignore_boxes=None, fp_scores=None) -> np.ndarray:
+    """Error picture on a copy of `image`: true positives green, false positives blue (with
+    their score when given), missed pedestrians red, ignored ground truth yellow dashed.
+
+    Args:
+      image: [H, W, 3] uint8 RGB. Boxes: [K, 4] xyxy pixels (or None). fp_scores: [F].
+    Returns:
+      [H, W, 3] uint8, a new array.
+    """
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(
+            f"image must be [H, W, 3] uint8 RGB, got shape {image.shape} dtype {image.dtype}"
+        )
+    canvas = Image.fromarray(np.array(image, dtype=np.uint8, copy=True, order="C"))
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    for box in _as_boxes(ignore_boxes, "ignore_boxes"):
+        _dashed_rectangle(draw, box.tolist(), IGNORE_COLOR, width=1)
+    for box in _as_boxes(tp_boxes, "tp_boxes"):
+        draw.rectangle(box.tolist(), outline=TP_COLOR, width=2)
+    for box in _as_boxes(missed_boxes, "missed_boxes"):
+        draw.rectangle(box.tolist(), outline=MISS_COLOR, width=3)
+    fps = _as_boxes(fp_boxes, "fp_boxes")
+    scores = None if fp_scores is None else np.asarray(fp_scores, np.float64).reshape(-1)
+    for k, box in enumerate(fps):
+        draw.rectangle(box.tolist(), outline=FP_COLOR, width=2)
+        if scores is not None:
+            x1, y1 = box[0], box[1]
+            draw.text((x1 + 2, y1 + 1), f"{scores[k]:.2f}", fill=FP_COLOR, font=font)
     return np.asarray(canvas, dtype=np.uint8).copy()
 
 

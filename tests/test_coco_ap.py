@@ -46,7 +46,18 @@ C = (50.0, 20.0, 41.0, 100.0)
 def test_perfect_detector_is_one():
     gt = _gt([(1, A, 0), (1, B, 0), (2, C, 0)])
     dets = [_det(1, A, 0.9), _det(1, B, 0.8), _det(2, C, 0.7)]
-    assert coco_ap(gt, dets) == {"AP": 1.0, "AP50": 1.0, "AP75": 1.0}
+    # All three boxes are 41 x 100 = 4100 px^2: COCO "medium"; no small or large ground truth.
+    assert coco_ap(gt, dets) == {
+        "AP": 1.0, "AP50": 1.0, "AP75": 1.0, "APs": -1.0, "APm": 1.0, "APl": -1.0
+    }
+
+
+def test_size_split_follows_coco_area_ranges():
+    small, large = (5.0, 5.0, 10.0, 25.0), (300.0, 5.0, 100.0, 250.0)  # 250 and 25000 px^2
+    gt = _gt([(1, small, 0), (1, large, 0), (2, A, 0)])
+    got = coco_ap(gt, [_det(1, small, 0.9), _det(2, A, 0.8)])
+    assert got["APs"] == pytest.approx(1.0) and got["APm"] == pytest.approx(1.0)
+    assert got["APl"] == 0.0
 
 
 def test_half_recall_is_51_over_101():
@@ -82,11 +93,12 @@ def test_ignored_ground_truth_is_a_crowd_region():
 
 def test_empty_detections_other_categories_and_no_positive_ground_truth():
     gt = _gt([(1, A, 0)])
-    assert coco_ap(gt, []) == {"AP": 0.0, "AP50": 0.0, "AP75": 0.0}
-    assert coco_ap(gt, [_det(1, A, 0.9, cat=2)]) == {"AP": 0.0, "AP50": 0.0, "AP75": 0.0}
+    zeros = dict.fromkeys(("AP", "AP50", "AP75", "APs", "APm", "APl"), 0.0)
+    assert coco_ap(gt, []) == zeros
+    assert coco_ap(gt, [_det(1, A, 0.9, cat=2)]) == zeros
     assert coco_ap(gt, [_det(1, A, 0.9), _det(1, B, 0.95, cat=2)])["AP"] == pytest.approx(1.0)
     only_ignored = _gt([(1, A, 1)])
-    assert coco_ap(only_ignored, [_det(1, A, 0.9)]) == {"AP": -1.0, "AP50": -1.0, "AP75": -1.0}
+    assert set(coco_ap(only_ignored, [_det(1, A, 0.9)]).values()) == {-1.0}
 
 
 def test_inputs_are_not_mutated():
