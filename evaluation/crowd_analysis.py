@@ -147,12 +147,11 @@ def nms_xywh(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float,
     """Greedy NMS of one image's [K, 4] xywh boxes; returns kept indices, best score first.
 
     A box is dropped when its IoU with an already kept box is > `iou_threshold` (strict, as the
-    detector's NMS); score ties keep input order. `iou`: the [K, K] IoU matrix of the boxes in
-    score order, when the caller reuses it across thresholds."""
+    detector's NMS); score ties keep input order. `iou`: rows of IoU of the boxes in score order
+    (`iou[i]` -> [K]), e.g. an `IouRows` the caller reuses across thresholds."""
     order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
     if iou is None:
-        b = np.asarray(boxes, np.float64).reshape(-1, 4)[order]
-        iou = overlaps.iou_matrix_xywh(b, b)
+        iou = IouRows(np.asarray(boxes, np.float64).reshape(-1, 4)[order])
     limit = order.size if max_detections is None else int(max_detections)
     alive = np.ones(order.size, bool)
     keep = []
@@ -160,12 +159,35 @@ def nms_xywh(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float,
     # One vector operation per KEPT box (at most `limit`), not per candidate.
     while i < order.size and len(keep) < limit:
         keep.append(order[i])
-        alive[i + 1:] &= ~(iou[i, i + 1:] > iou_threshold)
-        nxt = np.flatnonzero(alive[i + 1:])
-        if nxt.size == 0:
+        alive[i + 1:] &= ~(iou[i][i + 1:] > iou_threshold)
+        nxt = int(np.argmax(alive[i + 1:])) if i + 1 < order.size else 0
+        if i + 1 >= order.size or not alive[i + 1 + nxt]:
             break
-        i = i + 1 + int(nxt[0])
+        i = i + 1 + nxt
     return np.asarray(keep, np.int64)
+
+
+class IouRows:
+    """Row i of the IoU matrix of [K, 4] xywh boxes, computed on first use and cached: NMS only
+    needs the rows of the boxes it keeps (at most `max_detections` per threshold), not K x K."""
+
+    def __init__(self, boxes: np.ndarray):
+        b = np.asarray(boxes, np.float64).reshape(-1, 4)
+        self.x1, self.y1 = b[:, 0], b[:, 1]
+        self.x2, self.y2 = b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
+        self.area = b[:, 2] * b[:, 3]
+        self.rows: dict[int, np.ndarray] = {}
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        row = self.rows.get(i)
+        if row is None:  # the same arithmetic as overlaps.iou_matrix_xywh, one row of it
+            iw = np.minimum(self.x2[i], self.x2) - np.maximum(self.x1[i], self.x1)
+            ih = np.minimum(self.y2[i], self.y2) - np.maximum(self.y1[i], self.y1)
+            inter = np.maximum(iw, 0.0) * np.maximum(ih, 0.0)
+            union = self.area[i] + self.area - inter
+            row = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+            self.rows[i] = row
+        return row
 
 
 def _raw_groups(raw: list[dict]) -> list[tuple[list, np.ndarray, np.ndarray]]:
@@ -185,11 +207,11 @@ def _raw_groups(raw: list[dict]) -> list[tuple[list, np.ndarray, np.ndarray]]:
 
 def apply_nms_multi(raw: list[dict], thresholds: Sequence[float],
                     max_detections: int | None = 100) -> dict[float, list]:
-    """{threshold: records kept by per-image, per-category NMS at it}; each image's IoU matrix
-    is computed once for all thresholds (and only one image's is held at a time)."""
+    """{threshold: records kept by per-image, per-category NMS at it}; each image's IoU rows are
+    computed once for all thresholds (and only one image's are held at a time)."""
     out: dict = {float(t): [] for t in thresholds}
     for recs, scores, boxes in _raw_groups(raw):
-        iou = overlaps.iou_matrix_xywh(boxes, boxes)
+        iou = IouRows(boxes)  # boxes are already in score order
         for t, kept in out.items():
             kept.extend(recs[i] for i in nms_xywh(boxes, scores, t, max_detections, iou=iou))
     return out

@@ -30,8 +30,11 @@ def test_train_resume_and_eval_mode(tiny_config, tmp_path):
     # Everything a user looks for in the workdir.
     assert sorted(os.listdir(os.path.join(full, "checkpoints"))) == ["2", "4"]
     assert any(f.startswith("events") for f in os.listdir(os.path.join(full, "tensorboard")))
-    for f in ("detections.json", "metrics.json", "detections.png"):
+    for f in ("detections.json", "metrics.json", "detections.png", "index.html", "mr_fppi.png",
+              "errors.png", "mr_vs_nms.png", "raw_detections.json", "crowd_analysis.json"):
         assert os.path.getsize(os.path.join(full, "eval", "4", f)) > 0, f
+    assert set(metrics) >= {"crowd_subsets", "voc", "consistency", "crowd_analysis"}
+    assert set(metrics["crowd_analysis"]["mr_vs_nms"]["Reasonable"]) >= {"0.3", "0.5", "0.7"}
     assert set(metrics["miss_rate"]) >= {"Reasonable", "Reasonable_small", "Heavy", "All"}
     assert 0.0 <= metrics["coco"]["AP"] <= 1.0 or metrics["coco"]["AP"] == -1.0
     uninterrupted = _losses(full)
