@@ -503,10 +503,12 @@ def _setup(config, workdir):
     train_detector = build_detector(config, pipeline.train_input_size(config.input))
     # One process prepares the data; the others wait and then open the prepared copy.
     if jax.process_index() == 0:
-        builder = pipeline.get_builder(config.input.dataset, config.input.data_dir)
+        builder = pipeline.get_builder(config.input.dataset, config.input.data_dir,
+                                       config.input.manual_dir)
     multihost_utils.sync_global_devices("dataset ready")
     if jax.process_index() != 0:
-        builder = pipeline.get_builder(config.input.dataset, config.input.data_dir)
+        builder = pipeline.get_builder(config.input.dataset, config.input.data_dir,
+                                       config.input.manual_dir)
     state = create_train_state(detector, config, mesh)
     _, schedule = build_optimizer(config.optimizer, config.schedule)
     train_step, eval_step = jit_steps(

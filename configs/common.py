@@ -35,6 +35,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.input = ml_collections.ConfigDict()
     c.input.dataset = "synthetic_crowd/quickstart"  # TFDS name/config
     c.input.data_dir = default_data_dir()
+    # Real benchmarks: the folder holding the files as the official site ships them ("" = TFDS's
+    # default <data_dir>/downloads/manual/<name>); see input_pipeline/datasets/<name>/.
+    c.input.manual_dir = ""
     c.input.train_split = "train"
     c.input.eval_split = "val"
     c.input.image_size = (512, 1024)  # network input (H, W); images are resized to it

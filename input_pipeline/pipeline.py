@@ -319,9 +319,10 @@ def as_numpy_iterator(ds: tf.data.Dataset) -> Iterator[dict]:
     return iter(tfds.as_numpy(ds))
 
 
-def get_builder(dataset: str, data_dir: str):
-    """The prepared TFDS builder for `name/config`; builds the embedded synthetic data if needed."""
-    return dataset_registry.get_builder(dataset, data_dir)
+def get_builder(dataset: str, data_dir: str, manual_dir: str | None = None):
+    """The prepared TFDS builder for `name/config`; builds the embedded synthetic data, or a real
+    benchmark from its manually downloaded files in `manual_dir`, if needed."""
+    return dataset_registry.get_builder(dataset, data_dir, manual_dir)
 
 
 def find_undecodable_images(raw: tf.data.Dataset, image_feature, limit: int = 5) -> list[str]:

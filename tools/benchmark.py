@@ -118,7 +118,8 @@ def bench_model(config, repeats, warmup, what):
 def bench_data(config, num_batches):
     from input_pipeline import pipeline
 
-    builder = pipeline.get_builder(config.input.dataset, config.input.data_dir)
+    builder = pipeline.get_builder(config.input.dataset, config.input.data_dir,
+                                       config.input.manual_dir)
     it = pipeline.as_numpy_iterator(pipeline.train_dataset(builder, config.input, config.seed))
     next(it)  # start-up (file opening, shuffle buffer fill) is not throughput
     t0 = time.perf_counter()

@@ -149,7 +149,7 @@ def analyse(config, workdir, step, terms, num_batches) -> dict:
         state, step = train.restore_state(mgr, state, step)
         if step is None:
             raise FileNotFoundError(f"No checkpoint steps in {ckpt}")
-    builder = pipeline.get_builder(c.input.dataset, c.input.data_dir)
+    builder = pipeline.get_builder(c.input.dataset, c.input.data_dir, c.input.manual_dir)
     data = pipeline.as_numpy_iterator(pipeline.train_dataset(builder, c.input, c.seed))
     fn = make_term_gradients(detector, terms, c.loss, c.targets)
     norms, totals, iogs = [], [], []
