@@ -161,3 +161,46 @@ def write_index(out_dir: str, metrics: dict) -> None:
             parts.append(f"<h3>{html.escape(caption)}</h3><img src='{name}' alt='{name}'>")
     parts.append("</body></html>")
     atomic_write_bytes("\n".join(parts).encode(), os.path.join(out_dir, "index.html"))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+    import json
+    import sys
+
+    from evaluation import coco_ap
+    from evaluation.io import load_detections, load_ground_truth
+
+    p = argparse.ArgumentParser(
+        prog="python -m evaluation.analysis",
+        description="Everything --mode=eval writes for one set of detections (metrics.json, the "
+        "figures, index.html), from files: CityPersons MR^-2, crowd subsets, COCO and VOC-style "
+        "AP, AIC, crowd error analysis, MR^-2 vs NMS threshold (with --raw). No error pictures "
+        "(they need the images).",
+    )
+    p.add_argument("--gt", required=True, help="ground truth, CityPersons evaluation JSON")
+    p.add_argument("--dets", required=True, help="detections JSON list (after NMS)")
+    p.add_argument("--raw", help="raw pre-NMS detections JSON list (enables the NMS sweep)")
+    p.add_argument("--out", required=True, help="directory to write into")
+    p.add_argument("--step", type=int, default=0, help="label used in titles (default 0)")
+    args = p.parse_args(argv)
+    try:
+        gt, dets = load_ground_truth(args.gt), load_detections(args.dets)
+        raw = load_detections(args.raw) if args.raw else None
+        metrics = {"step": args.step, "num_detections": len(dets),
+                   "num_images": len(gt["images"]),
+                   "miss_rate": miss_rate.evaluate_miss_rate(gt, dets),
+                   "coco": coco_ap.coco_ap(gt, dets)}
+        metrics.update(analyse_eval_dir(gt, dets, raw, args.out, args.step, metrics))
+        atomic_write_json(metrics, os.path.join(args.out, "metrics.json"))
+        write_index(args.out, metrics)
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({"miss_rate": metrics["miss_rate"], "index": os.path.join(args.out,
+                                                                                "index.html")}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -829,3 +829,92 @@ def eval_detection(
         "count_gt": count_gt,
         "num_detections": num_det,
     }
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line: results and protocol files.
+
+
+def load_results_npz(path: str) -> tuple[list[GalleryDetections], np.ndarray]:
+    """Gallery detections and query features from an .npz of a model's outputs.
+
+    Keys: `gallery_names` [G] str, `det_counts` [G] int (detections per gallery image, in
+    order), `boxes` [N, 4] float32 x1 y1 x2 y2 pixels, `scores` [N], `features` [N, D],
+    `query_features` [Q, D] (in protocol query order). N = sum(det_counts).
+    """
+    with np.load(path, allow_pickle=False) as z:
+        missing = {"gallery_names", "det_counts", "boxes", "scores", "features",
+                   "query_features"} - set(z.files)
+        if missing:
+            raise ValueError(f"results file {path!r} lacks keys {sorted(missing)}")
+        names = [str(n) for n in z["gallery_names"]]
+        counts = np.asarray(z["det_counts"], np.int64)
+        boxes, scores, feats = z["boxes"], z["scores"], z["features"]
+        queries = np.asarray(z["query_features"], np.float32)
+    if counts.shape != (len(names),) or int(counts.sum()) != len(scores):
+        raise ValueError(f"results file {path!r}: det_counts must have one entry per gallery "
+                         f"name and sum to the {len(scores)} detections")
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    gallery = [GalleryDetections(n, boxes[s:s + c], scores[s:s + c], feats[s:s + c])
+               for n, s, c in zip(names, starts.tolist(), counts.tolist())]
+    return gallery, queries
+
+
+def _protocol(path: str) -> dict:
+    import json
+
+    with open(path) as f:
+        p = json.load(f)
+    if not isinstance(p, dict) or p.get("dataset") not in ("cuhk_sysu", "prw"):
+        raise ValueError(f"protocol file {path!r}: expected an object with \"dataset\": "
+                         "\"cuhk_sysu\" or \"prw\" (see `python -m evaluation.person_search -h`)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+    import json
+    import sys
+
+    p = argparse.ArgumentParser(
+        prog="python -m evaluation.person_search",
+        description="Person-search mAP and top-1/5/10 under the CUHK-SYSU or PRW protocol "
+        "(SeqNet / COAT / NAE evaluation semantics).",
+        epilog="Protocol JSON: CUHK-SYSU {\"dataset\": \"cuhk_sysu\", \"queries\": [{\"image\", "
+        "\"gallery\": [[name, [x, y, w, h] or null], ...]}]}; PRW {\"dataset\": \"prw\", "
+        "\"frames\": [{\"name\", \"boxes\": [[x1, y1, x2, y2], ...], \"pids\": [...]}], "
+        "\"queries\": [{\"image\", \"pid\"}]}. Results .npz: see load_results_npz.",
+    )
+    p.add_argument("--results", required=True, help=".npz of gallery detections + features")
+    p.add_argument("--protocol", required=True, help="protocol JSON (see below)")
+    p.add_argument("--det_thresh", type=float, default=0.5, help="keep score >= this (0.5)")
+    p.add_argument("--full_gallery", action="store_true", help="CUHK-SYSU: every pool image")
+    p.add_argument("--cross_camera", action="store_true", help="PRW: drop same-camera frames")
+    args = p.parse_args(argv)
+    try:
+        gallery, qfeats = load_results_npz(args.results)
+        proto = _protocol(args.protocol)
+        qs = proto["queries"]
+        if len(qs) != len(qfeats):
+            raise ValueError(f"{len(qs)} queries in the protocol but {len(qfeats)} query features")
+        if proto["dataset"] == "cuhk_sysu":
+            queries = [CuhkQuery(q["image"], f, tuple((g[0], g[1]) for g in q["gallery"]))
+                       for q, f in zip(qs, qfeats)]
+            r = eval_search_cuhk(gallery, queries, det_thresh=args.det_thresh,
+                                 full_gallery=args.full_gallery)
+        else:
+            frames = [GroundTruthImage(fr["name"], fr["boxes"], fr["pids"], fr.get("cam_id"))
+                      for fr in proto["frames"]]
+            queries = [PrwQuery(q["image"], q["pid"], f, q.get("cam_id"))
+                       for q, f in zip(qs, qfeats)]
+            r = eval_search_prw(frames, gallery, queries, det_thresh=args.det_thresh,
+                                cross_camera=args.cross_camera)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: float(r[k]) for k in ("mAP", "top1", "top5", "top10")}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -320,3 +320,17 @@ def test_cli_tools_print_json_and_fail_cleanly(tmp_path, capsys):
     assert plot_curves.main([str(tmp_path), "--out", str(tmp_path / "x.png")]) == 2
     assert "no eval/<step>" in capsys.readouterr().err
     assert voc_ap.main(["--gt", str(tmp_path / "missing.json"), "--dets", d]) == 2
+
+
+def test_analysis_cli_writes_metrics_figures_and_index(tmp_path, capsys):
+    gt, dets = _random_scene(np.random.default_rng(6), num_images=2)
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "d.json").write_text(json.dumps(dets))
+    out = tmp_path / "report"
+    assert analysis.main(["--gt", str(tmp_path / "gt.json"), "--dets", str(tmp_path / "d.json"),
+                          "--raw", str(tmp_path / "d.json"), "--out", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["index"].endswith("index.html")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"miss_rate", "coco", "voc", "crowd_analysis"} <= set(metrics)
+    assert (out / "mr_vs_nms.png").exists() and not (out / "errors.png").exists()

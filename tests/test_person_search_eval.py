@@ -749,3 +749,43 @@ def test_input_validation():
     # Empty .mat boxes mean "not in this image"; float boxes are truncated like astype(int32).
     q = ps.CuhkQuery("q", np.ones(3), (("a", np.zeros((0,))), ("b", [1.7, 2.2, 10.9, 20.5])))
     assert q.gallery == (("a", None), ("b", (1, 2, 10, 20)))
+
+
+def test_cli_on_results_npz_and_protocol_json(tmp_path, capsys):
+    import json
+
+    # The hand case of test_cuhk_two_positives_and_a_distractor, through files: AP 0.75.
+    x = lambda b: [b[0], b[1], b[0] + b[2], b[1] + b[3]]  # noqa: E731
+    far = [300, 300, 340, 380]
+    boxes = [x(GA), far, x(GB), far, far, far]
+    sims = [0.9, 0.3, 0.6, 0.7, 0.8, 0.2]
+    np.savez(tmp_path / "r.npz", gallery_names=np.array(["A", "B", "C"]),
+             det_counts=np.array([2, 2, 2]), boxes=np.array(boxes, np.float32),
+             scores=np.full(6, 0.9, np.float32),
+             features=np.array([[s, 0.0] for s in sims], np.float32),
+             query_features=np.array([[1.0, 0.0]], np.float32))
+    (tmp_path / "p.json").write_text(json.dumps({"dataset": "cuhk_sysu", "queries": [
+        {"image": "q.jpg", "gallery": [["A", list(GA)], ["B", list(GB)], ["C", None]]}]}))
+    args = ["--results", str(tmp_path / "r.npz"), "--protocol", str(tmp_path / "p.json")]
+    assert ps.main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["mAP"] == pytest.approx(0.75, abs=1e-12) and out["top1"] == 1.0
+    # PRW: the same detections on frames c1s1_A.jpg..., person 7 in A and B; query from c2s1.
+    np.savez(tmp_path / "r2.npz", gallery_names=np.array(["c1s1_A.jpg", "c1s1_B.jpg",
+                                                          "c1s1_C.jpg"]),
+             det_counts=np.array([2, 2, 2]), boxes=np.array(boxes, np.float32),
+             scores=np.full(6, 0.9, np.float32),
+             features=np.array([[s, 0.0] for s in sims], np.float32),
+             query_features=np.array([[1.0, 0.0]], np.float32))
+    (tmp_path / "p2.json").write_text(json.dumps({"dataset": "prw", "frames": [
+        {"name": "c1s1_A.jpg", "boxes": [x(GA)], "pids": [7]},
+        {"name": "c1s1_B.jpg", "boxes": [x(GB)], "pids": [7]},
+        {"name": "c1s1_C.jpg", "boxes": [far], "pids": [3]}],
+        "queries": [{"image": "c2s1_Q.jpg", "pid": 7}]}))
+    assert ps.main(["--results", str(tmp_path / "r2.npz"), "--protocol",
+                    str(tmp_path / "p2.json")]) == 0
+    assert json.loads(capsys.readouterr().out)["mAP"] == pytest.approx(0.75, abs=1e-12)
+    (tmp_path / "bad.json").write_text(json.dumps({"dataset": "market"}))
+    assert ps.main(["--results", str(tmp_path / "r.npz"), "--protocol",
+                    str(tmp_path / "bad.json")]) == 2
+    assert "cuhk_sysu" in capsys.readouterr().err
