@@ -16,6 +16,16 @@ import os
 DATASETS = {
     "synthetic_crowd": ("input_pipeline.datasets.synthetic_crowd",
                         "generated locally on first use (embedded synthetic crowd dataset)"),
+    "citypersons": ("input_pipeline.datasets.citypersons",
+                    "manual download: Cityscapes leftImg8bit + gtBboxCityPersons (or anno_*.mat)"),
+    "caltech": ("input_pipeline.datasets.caltech",
+                "manual download: Caltech-USA frames + refined annotations (Zhang et al. 2016)"),
+    "crowdhuman": ("input_pipeline.datasets.crowdhuman",
+                   "manual download: CrowdHuman annotation_{train,val}.odgt + Images/"),
+    "mot17det": ("input_pipeline.datasets.mot17det",
+                 "manual download: MOT17Det train sequences (val = MOT17-13 by default)"),
+    "wider_pedestrian": ("input_pipeline.datasets.wider_pedestrian",
+                         "manual download: WIDER Pedestrian annotation text + images"),
 }
 
 

@@ -124,3 +124,26 @@ def require_file(path, what: str, instructions: str) -> None:
         raise ManualDirError(
             f"{what}: expected {path!r}, which does not exist. {instructions.strip()}"
         )
+
+
+def prepare_manual_builder(builder_cls, name: str, config_name: str | None, data_dir,
+                           manual_dir, check=None):
+    """The prepared `name/config_name` builder of a manual-download dataset (nothing is
+    downloaded). `check(manual_dir)` runs first, so a missing file is reported by name before
+    any example is written; a prepared dataset is opened without looking at `manual_dir`."""
+    import os
+
+    names = tuple(c.name for c in builder_cls.BUILDER_CONFIGS)
+    config_name = config_name or builder_cls.DEFAULT_CONFIG_NAME
+    if config_name not in names:
+        raise ValueError(f"Unknown {name} config {config_name!r}; choose one of {names}.")
+    builder = builder_cls(config=config_name, data_dir=os.fspath(data_dir))
+    if not builder.is_prepared():
+        if check is not None:
+            check(builder, os.fspath(manual_dir))
+        builder.download_and_prepare(
+            download_dir=os.path.join(os.fspath(data_dir), "downloads"),
+            download_config=tfds.download.DownloadConfig(
+                manual_dir=os.fspath(manual_dir), try_download_gcs=False),
+        )
+    return builder
