@@ -11,7 +11,6 @@ frame_stride=...), data_dir=...)`, then `download_and_prepare` with the manual d
 
 from __future__ import annotations
 
-
 import tensorflow_datasets as tfds
 
 from input_pipeline.datasets import schema

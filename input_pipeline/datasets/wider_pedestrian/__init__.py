@@ -10,7 +10,6 @@ The annotation format is the 2018 track's, assumed for 2019: read the caveat at 
 
 from __future__ import annotations
 
-
 import tensorflow_datasets as tfds
 
 from input_pipeline.datasets import schema
