@@ -6,7 +6,7 @@ import pytest
 from input_pipeline import datasets
 from input_pipeline.datasets import schema
 
-REAL = ["citypersons", "caltech", "crowdhuman", "mot17det", "wider_pedestrian"]
+REAL = ["citypersons", "caltech", "crowdhuman", "mot17det", "wider_pedestrian", "cuhk_sysu", "prw"]
 
 
 @pytest.mark.parametrize("name", REAL)

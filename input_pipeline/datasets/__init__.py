@@ -26,6 +26,10 @@ DATASETS = {
                  "manual download: MOT17Det train sequences (val = MOT17-13 by default)"),
     "wider_pedestrian": ("input_pipeline.datasets.wider_pedestrian",
                          "manual download: WIDER Pedestrian annotation text + images"),
+    "cuhk_sysu": ("input_pipeline.datasets.cuhk_sysu",
+                  "manual download: CUHK-SYSU (Image/SSM, annotation/*.mat)"),
+    "prw": ("input_pipeline.datasets.prw",
+            "manual download: PRW-v16.04.20 (frames, annotations, frame_*.mat, query_info.txt)"),
 }
 
 

@@ -133,11 +133,16 @@ def prepare_manual_builder(builder_cls, name: str, config_name: str | None, data
     any example is written; a prepared dataset is opened without looking at `manual_dir`."""
     import os
 
-    names = tuple(c.name for c in builder_cls.BUILDER_CONFIGS)
-    config_name = config_name or builder_cls.DEFAULT_CONFIG_NAME
-    if config_name not in names:
-        raise ValueError(f"Unknown {name} config {config_name!r}; choose one of {names}.")
-    builder = builder_cls(config=config_name, data_dir=os.fspath(data_dir))
+    configs = tuple(c.name for c in builder_cls.BUILDER_CONFIGS or ())
+    if configs:
+        config_name = config_name or builder_cls.DEFAULT_CONFIG_NAME
+        if config_name not in configs:
+            raise ValueError(f"Unknown {name} config {config_name!r}; choose one of {configs}.")
+        builder = builder_cls(config=config_name, data_dir=os.fspath(data_dir))
+    else:  # a builder without configs: "name" or "name/default"
+        if config_name not in (None, "", "default"):
+            raise ValueError(f"Unknown {name} config {config_name!r}; {name} has only 'default'.")
+        builder = builder_cls(data_dir=os.fspath(data_dir))
     if not builder.is_prepared():
         if check is not None:
             check(builder, os.fspath(manual_dir))
