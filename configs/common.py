@@ -38,6 +38,10 @@ def get_base_config() -> ml_collections.ConfigDict:
     # Real benchmarks: the folder holding the files as the official site ships them ("" = TFDS's
     # default <data_dir>/downloads/manual/<name>); see input_pipeline/datasets/<name>/.
     c.input.manual_dir = ""
+    # Training on several datasets at once: ((dataset, weight), ...), e.g.
+    # (("mot17det", 0.4), ("wider_pedestrian", 0.3), ("cuhk_sysu", 0.15), ("prw", 0.15)); each
+    # one's `train_split`, drawn by weight. Empty: train on `dataset` alone.
+    c.input.mixture = ()
     c.input.train_split = "train"
     c.input.eval_split = "val"
     c.input.image_size = (512, 1024)  # network input (H, W); images are resized to it

@@ -258,10 +258,76 @@ def check_batch_size(global_batch, process_count, device_count):
         raise ValueError(f"batch size {global_batch} not divisible by {process_count} processes")
 
 
+# What the decoder reads; every builder (input_pipeline/datasets/schema.py) has these fields, so
+# records of different datasets can be interleaved before decoding.
+_MIX_OBJECT_KEYS = ("bbox", "label", "ignore")
+_ANY_SIZE_JPEG = tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg")
+
+
+def parse_mixture(mixture) -> list[tuple[str, float]]:
+    """`input.mixture` -> [(dataset, weight)] with weights summing to 1; () -> []."""
+    out = []
+    for entry in mixture or ():
+        try:
+            name, weight = entry
+            weight = float(weight)
+        except (TypeError, ValueError):
+            raise ValueError(f"input.mixture entries must be (dataset, weight), got {entry!r}") from None
+        if not weight > 0:
+            raise ValueError(f"input.mixture weight of {name!r} must be > 0, got {weight}")
+        out.append((str(name), weight))
+    total = sum(w for _, w in out)
+    return [(name, w / total) for name, w in out]
+
+
+def _mixed_train_records(input_cfg, seed: int, global_batch: int):
+    """Interleaved raw records of the `input.mixture` datasets' train splits, each source an
+    infinite stream of seeded shuffled epochs; `sample_from_datasets` draws the source of every
+    record from the (normalised) weights with a fixed seed, so the stream depends only on the
+    seed and is skippable for resumption."""
+    streams, weights = [], []
+    for k, (name, weight) in enumerate(parse_mixture(input_cfg.mixture)):
+        # Each dataset's files are read from its default manual dir
+        # (<data_dir>/downloads/manual/<name>) unless it was prepared before.
+        b = get_builder(name, input_cfg.data_dir)
+        split = input_cfg.train_split
+        if split not in b.info.splits or b.info.splits[split].num_examples == 0:
+            raise ValueError(f"input.mixture: {name} has no (or an empty) split {split!r}; "
+                             f"its splits: {list(b.info.splits)}")
+        n = b.info.splits[split].num_examples
+        raw = _raw_split(b, split).map(lambda ex: {
+            "image": ex["image"], "image/id": ex["image/id"],
+            "image/filename": ex["image/filename"],
+            "objects": {key: ex["objects"][key] for key in _MIX_OBJECT_KEYS}})
+        buffer = int(min(input_cfg.shuffle_buffer, n))
+        source_seed = seed * 100_003 + 7_919 * (k + 1)
+
+        def one_epoch(epoch, raw=raw, buffer=buffer, source_seed=source_seed):
+            return raw.shuffle(buffer, seed=source_seed + epoch, reshuffle_each_iteration=False)
+
+        streams.append(tf.data.Dataset.range(1 << 40).flat_map(one_epoch))
+        weights.append(weight)
+    del global_batch
+    return tf.data.Dataset.sample_from_datasets(streams, weights=weights, seed=seed)
+
+
 def train_dataset(builder, input_cfg, seed: int, start_step: int = 0, process_index: int = 0,
                   process_count: int = 1) -> tf.data.Dataset:
-    """Infinite training batches of this process: dict of `[B_local, ...]` tensors."""
+    """Infinite training batches of this process: dict of `[B_local, ...]` tensors.
+
+    With `input.mixture` set ([(dataset, weight), ...]) the batches interleave those datasets'
+    train splits by weight (the person-search paper trains its detector on MOT17Det + WIDER +
+    CUHK-SYSU + PRW); `builder` then only serves evaluation."""
     global_batch = int(input_cfg.batch_size)
+    if input_cfg.get("mixture"):
+        start = int(start_step) * global_batch
+        ds = _mixed_train_records(input_cfg, seed, global_batch).skip(start)
+        ds = tf.data.Dataset.zip(tf.data.Dataset.range(start, 1 << 62), ds)
+        ds = _keep_process_slice(ds, global_batch, process_index, process_count)
+        decode = make_decode_fn(input_cfg, _ANY_SIZE_JPEG, train=True, seed=seed)
+        ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.batch(global_batch // process_count, drop_remainder=True)
+        return _options(ds.prefetch(2))
     split = input_cfg.train_split
     n = builder.info.splits[split].num_examples
     if n == 0:

@@ -58,3 +58,8 @@ def test_ablation_cli_trains_analyses_and_reuses(tmp_path, tiny_data_dir):
     again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("done before, reused") == 2
+    # ... but not with a different base config, which would mix two experiments in one table.
+    changed = cmd + ["--config.input.train_scale_range=(0.7,1.0)"]
+    mixed = subprocess.run(changed, cwd=REPO, capture_output=True, text=True, timeout=600,
+                           check=False)
+    assert mixed.returncode != 0 and "input.train_scale_range" in mixed.stderr

@@ -208,3 +208,38 @@ def test_undecodable_images_are_named():
     })
     bad = pipeline.find_undecodable_images(raw, FEATURE)
     assert len(bad) == 1 and bad[0].startswith("train/000002.jpg")
+
+
+def test_mixture_interleaves_datasets_by_weight_deterministically_and_resumes(
+        tiny_config, tiny_data_dir, tmp_path):
+    from input_pipeline import datasets
+    from tests.test_mot17det_builder import H, W, make_manual_dir
+
+    # A second dataset next to the synthetic one: the MOT17Det fixture (W x H frames), prepared
+    # from its default manual dir under the same data_dir.
+    manual = datasets.default_manual_dir("mot17det", tiny_data_dir)
+    make_manual_dir(manual)
+    with tiny_config.unlocked():
+        tiny_config.input.mixture = (("synthetic_crowd/tiny", 1.0), ("mot17det/all_train", 3.0))
+        tiny_config.input.batch_size = 8
+    builder = pipeline.get_builder("synthetic_crowd/tiny", tiny_data_dir)
+    ds = pipeline.train_dataset(builder, tiny_config.input, seed=3)
+    batches = [b for _, b in zip(range(6), pipeline.as_numpy_iterator(ds))]
+    out_h, out_w = tiny_config.input.image_size
+    # scale_xy (stored width / input width) tells the sources apart: synthetic tiny is 256 wide.
+    from_mot = np.concatenate([np.isclose(b["scale_xy"][:, 0], W / out_w) for b in batches])
+    from_syn = np.concatenate([np.isclose(b["scale_xy"][:, 0], 256 / out_w) for b in batches])
+    assert (from_mot | from_syn).all() and from_syn.any()
+    assert 0.55 < from_mot.mean() < 0.95  # weight 3 of 4, 48 draws
+    assert all(b["image"].shape == (8, out_h, out_w, 3) for b in batches)
+    # Same seed, same stream; a resumed stream continues exactly where the step left off.
+    again = next(pipeline.as_numpy_iterator(pipeline.train_dataset(builder, tiny_config.input, 3)))
+    np.testing.assert_array_equal(again["image"], batches[0]["image"])
+    resumed = next(pipeline.as_numpy_iterator(
+        pipeline.train_dataset(builder, tiny_config.input, 3, start_step=4)))
+    np.testing.assert_array_equal(resumed["gt_boxes"], batches[4]["gt_boxes"])
+    np.testing.assert_array_equal(resumed["image"], batches[4]["image"])
+    with tiny_config.unlocked():
+        tiny_config.input.mixture = (("synthetic_crowd/tiny", 0.0),)
+    with pytest.raises(ValueError, match="must be > 0"):
+        pipeline.train_dataset(builder, tiny_config.input, 3)

@@ -189,6 +189,22 @@ def plot_nms(results: dict, thresholds, path: str) -> None:
     os.replace(tmp, path)
 
 
+_LOCATION_KEYS = ("input.data_dir", "input.manual_dir")  # where data lives, not what is run
+
+
+def _config_diff(a, b, prefix=""):
+    """Dotted keys present in both nested config dicts whose values differ (keys added to the
+    config since `a` was written, and data locations, are not differences of the experiment)."""
+    out = []
+    for k in sorted(set(a) & set(b)):
+        x, y = a[k], b[k]
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += _config_diff(x, y, f"{prefix}{k}.")
+        elif x != y and f"{prefix}{k}" not in _LOCATION_KEYS:
+            out.append(f"{prefix}{k}")
+    return out
+
+
 def main(argv):
     del argv
     if not FLAGS["verbosity"].present:  # TFDS / orbax INFO lines would drown the progress lines
@@ -213,7 +229,17 @@ def main(argv):
     results: dict = {}
     if os.path.exists(summary_path):
         with open(summary_path) as f:
-            results = json.load(f).get("runs", {})
+            saved = json.load(f)
+        results = saved.get("runs", {})
+        # Reusing finished runs is only sound for the same base config: a changed default (say
+        # the quick start's scale jitter) would silently mix two experiments in one table.
+        old, new = saved.get("base_config"), json.loads(json.dumps(base.to_dict(), default=str))
+        if results and old is not None and old != new:
+            diff = sorted(_config_diff(old, new))
+            raise app.UsageError(
+                f"{summary_path} was made with a different base config ({', '.join(diff[:6])}"
+                f"{' ...' if len(diff) > 6 else ''}); use another --workdir, or pass the same "
+                "settings as overrides.")
     # Seed-major: an interrupted ablation still has every variant at the first seed.
     todo = [(v, s) for s in seeds for v in FLAGS.variants]
     # ETA from the runs this process trained from scratch (reused and resumed ones are shorter).
