@@ -21,7 +21,7 @@ def test_variant_config_sets_terms_seed_and_schedule():
     assert c.loss.terms == common.LOSS_VARIANTS["rep_gt+rep_box"]
     assert c.seed == 3 and c.schedule.total_steps == 90 and c.eval.every_steps == 90
     assert c.schedule.warmup_steps <= 90 // 8
-    assert base.loss.terms == ("focal", "smooth_l1") and base.seed == 0  # base untouched
+    assert base.loss.terms == common.LOSS_VARIANTS["harmonic"] and base.seed == 0  # untouched
     with pytest.raises(ValueError, match="valid"):
         ablation.variant_config(base, "repulsion", seed=0)
 

@@ -189,7 +189,8 @@ def plot_nms(results: dict, thresholds, path: str) -> None:
     os.replace(tmp, path)
 
 
-_LOCATION_KEYS = ("input.data_dir", "input.manual_dir")  # where data lives, not what is run
+# Where data lives, and the loss terms (every variant sets its own), are not part of the base.
+_LOCATION_KEYS = ("input.data_dir", "input.manual_dir", "loss.terms")
 
 
 def _config_diff(a, b, prefix=""):
